@@ -1,0 +1,21 @@
+"""Pure linear algebra of merging (spec sections 1-4, 6, 7): torch tensors in, tensors out, float64 inside.
+
+Grams are 1-D (d_in,) diagonal energies or 2-D (d_in, d_in) full X^T X matrices; see regmean.py.
+"""
+
+from .accumulate import TaskAccumulator
+from .fedavg import fedavg
+from .lorm import lorm_merge_A, lorm_merge_B
+from .regmean import SingularGramWarning, merge_head, regmean_merge, shrink, sum_grams
+
+__all__ = [
+    "SingularGramWarning",
+    "TaskAccumulator",
+    "fedavg",
+    "lorm_merge_A",
+    "lorm_merge_B",
+    "merge_head",
+    "regmean_merge",
+    "shrink",
+    "sum_grams",
+]

@@ -1,0 +1,15 @@
+"""Method registry: name -> class. One file per method, all behind lorm.methods.base.Method."""
+
+from lorm.methods.fedavg_lora import FedAvgLoRA
+from lorm.methods.ffa_lora import FFALoRA
+from lorm.methods.joint import Joint
+from lorm.methods.lorm import LoRM
+from lorm.methods.lorm_a_only import LoRMAOnly
+from lorm.methods.lorm_b_only import LoRMBOnly
+
+from lorm.methods.names import METHOD_NAMES
+
+METHODS = {cls.name: cls for cls in (LoRM, LoRMAOnly, LoRMBOnly, FedAvgLoRA, FFALoRA, Joint)}
+assert tuple(METHODS) == METHOD_NAMES, "lorm/methods/names.py is out of date"
+
+__all__ = ["METHODS", "METHOD_NAMES"]

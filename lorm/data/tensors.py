@@ -1,0 +1,70 @@
+"""Turn a Dataset dict into model-ready tensors once, and cut them into batches.
+
+Text is tokenised once, padded to ``max_length``; every batch is trimmed to its longest sequence, so short
+glosses do not pay for the padding of long ones (padding positions are excluded from statistics through the
+attention mask anyway). Images are kept as uint8 and normalised per batch, which costs nothing next to the forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class EncodedSplit:
+    modality: str
+    inputs: dict[str, torch.Tensor]  # text: input_ids, attention_mask (N, L); image: images uint8 (N, H, W, 3)
+    labels: torch.Tensor  # (N,) model output index (position of the class in the class order)
+    image_size: int | None = None
+    normalisation: tuple[float, float] = (0.5, 0.5)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu"):
+        """Inputs for the rows ``idx``: a dict for text, a float tensor for images; and their labels."""
+        labels = self.labels[idx].to(device, non_blocking=True)
+        if self.modality == "text":
+            mask = self.inputs["attention_mask"][idx]
+            length = int(mask.sum(1).max().item()) if len(idx) else 1
+            batch = {k: v[idx, :length].to(device, non_blocking=True) for k, v in self.inputs.items()}
+            return batch, labels
+        images = self.inputs["images"][idx].to(device, non_blocking=True)
+        x = images.permute(0, 3, 1, 2).float().div_(255.0)
+        if self.image_size is not None and x.shape[-1] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False)
+        mean, std = self.normalisation
+        return (x - mean) / std, labels
+
+    @staticmethod
+    def token_mask(inputs) -> torch.Tensor | None:
+        """The mask of real (non-padding) tokens, for statistics hooks; None for images."""
+        return inputs["attention_mask"] if isinstance(inputs, dict) else None
+
+
+def encode_split(split: dict, modality: str, label_map: np.ndarray, *, tokenizer=None, max_length: int = 32,
+                 image_size: int | None = None, normalisation=(0.5, 0.5)) -> EncodedSplit:
+    """Encode one split ({"text"|"images", "label"}); ``label_map[original_class] = model output index``."""
+    labels = torch.as_tensor(label_map[np.asarray(split["label"], dtype=np.int64)], dtype=torch.long)
+    if modality == "text":
+        enc = tokenizer(list(split["text"]), padding="max_length", truncation=True, max_length=max_length,
+                        return_tensors="pt")
+        inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        return EncodedSplit("text", inputs, labels)
+    images = torch.as_tensor(np.ascontiguousarray(split["images"]), dtype=torch.uint8)
+    if images.ndim == 3:  # grey images: repeat to 3 channels
+        images = images.unsqueeze(-1).expand(-1, -1, -1, 3).contiguous()
+    return EncodedSplit("image", {"images": images}, labels, image_size=image_size, normalisation=normalisation)
+
+
+def iterate_batches(indices, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = False):
+    """Yield index tensors of at most ``batch_size`` rows; the last partial batch is kept (spec section 5)."""
+    idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+    if shuffle:
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+    for start in range(0, len(idx), batch_size):
+        yield idx[start:start + batch_size]

@@ -1,0 +1,151 @@
+"""Federated class-incremental simulator: tasks of new classes, rounds, clients trained one after the other in
+one process, evaluation after every task on all seen classes without task identity."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+import time
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from lorm.data.partition import partition_fcil
+from lorm.data.tensors import encode_split
+from lorm.federated.comm import CommLedger
+from lorm.federated.training import Runtime, derive_seed, generator, predict
+from lorm.methods import METHODS
+from lorm.methods.base import RunContext
+from lorm.metrics import summarise
+from lorm.models.backbones import build_classifier, load_tokenizer
+
+log = logging.getLogger("lorm")
+
+
+class RunError(ValueError):
+    """Inputs of a run do not fit together (dataset vs partition, method name, ...). One-line message."""
+
+
+def method_config(cfg: dict, method: str) -> dict:
+    """The config with ``method_params[method]`` merged over the optim/lorm sections."""
+    out = copy.deepcopy(cfg)
+    for section, values in (cfg.get("method_params") or {}).get(method, {}).items():
+        out[section].update(values)
+    return out
+
+
+def make_partition(cfg: dict, dataset: dict, beta: float, seed: int) -> dict:
+    from lorm.data.partition import class_order_from
+
+    fcil = cfg["fcil"]
+    num_classes = len(dataset["classes"])
+    order = class_order_from(fcil["class_order"], num_classes, np.random.default_rng(derive_seed(seed, 7)))
+    return partition_fcil(
+        dataset["train"]["label"], dataset["test"]["label"], order, fcil["num_tasks"], fcil["num_clients"], beta,
+        seed, min_samples=fcil["min_samples"], max_redraws=fcil["max_redraws"], task_sizes=fcil["task_sizes"],
+    )
+
+
+def _check_inputs(dataset: dict, partition: dict, method: str) -> None:
+    if method not in METHODS:
+        raise RunError(f"unknown method {method!r} (available: {', '.join(METHODS)})")
+    n_train = len(dataset["train"]["label"])
+    n_classes = len(dataset["classes"])
+    if sorted(partition["class_order"]) != list(range(n_classes)):
+        raise RunError(f"partition class_order does not cover the dataset's {n_classes} classes: "
+                       "re-create the partition from this dataset")
+    for t, task in enumerate(partition["tasks"]):
+        for part in task["train"]:
+            if part and max(part) >= n_train:
+                raise RunError(f"partition task {t} indexes train row {max(part)} but the dataset has {n_train} rows: "
+                               "re-create the partition from this dataset")
+
+
+def run_experiment(cfg: dict, method: str, seed: int, beta: float, dataset: dict, partition: dict | None = None,
+                   progress: bool | None = None) -> dict:
+    """Run one method x seed x beta; returns the metrics dict of docs/architecture.md."""
+    started = time.perf_counter()
+    partition = partition if partition is not None else make_partition(cfg, dataset, beta, seed)
+    _check_inputs(dataset, partition, method)
+    cfg = method_config(cfg, method)
+    fcil, rt_cfg = cfg["fcil"], cfg["runtime"]
+    torch.set_num_threads(rt_cfg["threads"])
+    torch.manual_seed(derive_seed(seed, 0))  # only dropout draws from the global RNG; every other draw is explicit
+    runtime = Runtime.from_config(rt_cfg, fcil["batch_size"])
+
+    order = np.asarray(partition["class_order"])
+    label_map = np.empty(len(order), dtype=np.int64)
+    label_map[order] = np.arange(len(order))
+    sizes = [len(task["classes"]) for task in partition["tasks"]]
+    bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    task_ranges = [(int(bounds[t]), int(bounds[t + 1])) for t in range(len(sizes))]
+
+    model = build_classifier(cfg["model"], len(order), generator=generator(seed, 0)).to(runtime.device)
+    spec = model.spec
+    encode_kw = dict(max_length=cfg["dataset"]["max_length"], image_size=spec.image_size,
+                     normalisation=spec.normalisation)
+    if spec.modality != dataset.get("modality", "text"):
+        raise RunError(f"backbone {spec.name} takes {spec.modality} but dataset {dataset['name']} is "
+                       f"{dataset.get('modality')}: set model.backbone to a {dataset.get('modality')} backbone")
+    tokenizer = load_tokenizer(cfg["model"]) if spec.modality == "text" else None
+    train = encode_split(dataset["train"], spec.modality, label_map, tokenizer=tokenizer, **encode_kw)
+    test = encode_split(dataset["test"], spec.modality, label_map, tokenizer=tokenizer, **encode_kw)
+    test_labels = test.labels.numpy()
+    test_by_task = [np.flatnonzero((test_labels >= lo) & (test_labels < hi)) for lo, hi in task_ranges]
+
+    federated = METHODS[method].federated
+    if federated:
+        client_indices = [task["train"] for task in partition["tasks"]]
+        run_ranges, rounds = task_ranges, fcil["rounds"]
+    else:  # joint: one task with every class, one client with every training sample, same number of passes
+        client_indices = [[[i for task in partition["tasks"] for part in task["train"] for i in part]]]
+        run_ranges, rounds = [(0, len(order))], 1
+        cfg["fcil"]["local_epochs"] = cfg["joint"]["epochs"] or fcil["rounds"] * fcil["local_epochs"]
+    ctx = RunContext(model, train, cfg, runtime, seed, run_ranges, client_indices)
+    algo = METHODS[method](ctx)
+
+    show = rt_cfg["progress"] if progress is None else progress
+    total_steps = sum(rounds * len(clients) for clients in client_indices)
+    bar = tqdm(total=total_steps, desc=f"{method} seed {seed}", disable=not show, file=sys.stderr,
+               mininterval=0.5 if sys.stderr.isatty() else 15.0, dynamic_ncols=True)
+    matrix, evaluated = [], []
+    for t in range(len(run_ranges)):
+        algo.begin_task(t)
+        for rnd in range(rounds):
+            state = algo.broadcast(t, rnd)
+            uploads = []
+            for k in range(len(client_indices[t])):
+                if federated:
+                    ctx.ledger.download(state)
+                upload = algo.client_update(k, t, rnd, state)
+                if federated:
+                    ctx.ledger.upload(upload)
+                uploads.append(upload)
+                bar.set_postfix(task=f"{t + 1}/{len(run_ranges)}", round=rnd + 1, client=k + 1, refresh=False)
+                bar.update(1)
+            algo.aggregate(t, rnd, uploads)
+        algo.end_task(t)
+        with ctx.timers("evaluation"):
+            algo.deploy()
+            seen_tasks = range(t + 1) if federated else range(len(task_ranges))
+            num_seen = task_ranges[seen_tasks[-1]][1]
+            row = [100.0 * float(predict(model, test, test_by_task[j], num_seen, runtime).mean()) for j in seen_tasks]
+        matrix.append(row)
+        evaluated.append(t if federated else len(task_ranges) - 1)
+        log.info("after task %d/%d: mean accuracy on seen tasks %.2f%%", t + 1, len(run_ranges), float(np.mean(row)))
+    bar.close()
+
+    wall = dict(ctx.timers.seconds)
+    wall["total"] = time.perf_counter() - started
+    comm = ctx.ledger.summary() if federated else CommLedger().summary()
+    return {
+        "experiment": cfg["experiment"], "method": method, "seed": int(seed), "beta": float(beta),
+        "eval_after_task": evaluated, "accuracy_matrix": matrix,
+        "task_test_sizes": [int(len(ix)) for ix in test_by_task],
+        **summarise(matrix, evaluated, [int(len(ix)) for ix in test_by_task]),
+        "communication": comm, "wall_time_s": wall,
+        "partition": {"redraws": [task.get("redraws") for task in partition["tasks"]]},
+        "device": str(runtime.device), "config": cfg,
+    }

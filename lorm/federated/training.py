@@ -1,0 +1,159 @@
+"""The one local training loop shared by every method, plus the statistics pass and evaluation.
+
+Methods never write their own loop: they choose what is trainable, the optimiser's parameter groups and the
+class slice of the loss, and may add a regulariser through ``extra_loss``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lorm.data.tensors import EncodedSplit, iterate_batches
+from lorm.models.stats import InputStatistics
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (run seed, task, round, client, ...); stable across processes."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint64)[0] >> 1)
+
+
+def generator(*parts: int) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(*parts))
+
+
+@dataclass
+class Runtime:
+    """Where and how to compute: resolved once per run from the config's runtime section."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None = None  # None = full fp32
+    batch_size: int = 16
+    eval_batch_size: int = 64
+
+    @classmethod
+    def from_config(cls, runtime_cfg: dict, batch_size: int) -> "Runtime":
+        device = resolve_device(runtime_cfg.get("device", "auto"))
+        return cls(device, resolve_amp(runtime_cfg.get("amp", "auto"), device), batch_size,
+                   runtime_cfg.get("eval_batch_size", 64))
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def grad_scaler(self):
+        # fp16 needs loss scaling; bf16 and fp32 do not.
+        enabled = self.amp_dtype == torch.float16 and self.device.type == "cuda"
+        return torch.amp.GradScaler("cuda", enabled=enabled)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"config key runtime.device: {name} requested but CUDA is not available (use auto or cpu)")
+    return torch.device(name)
+
+
+def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """auto: bf16 on GPUs that support it, fp16 (with loss scaling) on older GPUs, fp32 on CPU."""
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def train_local(
+    model: torch.nn.Module,
+    data: EncodedSplit,
+    indices,
+    param_groups: list[dict],
+    *,
+    epochs: int,
+    class_range: tuple[int, int],
+    runtime: Runtime,
+    gen: torch.Generator,
+    weight_decay: float = 0.0,
+    extra_loss: Callable[[torch.nn.Module, object, torch.Tensor], torch.Tensor] | None = None,
+) -> dict:
+    """Local training: a fresh AdamW (spec section 5: state reset every round), E epochs of shuffled batches,
+    cross-entropy on the logits of ``class_range`` = [lo, hi) only (labels shifted by lo)."""
+    lo, hi = class_range
+    groups = [g for g in param_groups if g["params"]]
+    optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay)
+    scaler = runtime.grad_scaler()
+    model.train()
+    total_loss, steps, seen = 0.0, 0, 0
+    for _ in range(epochs):
+        for idx in iterate_batches(indices, runtime.batch_size, gen, shuffle=True):
+            inputs, labels = data.batch(idx, runtime.device)
+            with runtime.autocast():
+                logits = model(inputs)[:, lo:hi]
+                loss = F.cross_entropy(logits.float(), labels - lo)
+                if extra_loss is not None:
+                    loss = loss + extra_loss(model, inputs, labels)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total_loss += float(loss.detach()) * len(idx)
+            steps += 1
+            seen += len(idx)
+    return {"loss": total_loss / max(seen, 1), "steps": steps, "samples": seen}
+
+
+@torch.no_grad()
+def collect_statistics(
+    model: torch.nn.Module,
+    data: EncodedSplit,
+    indices,
+    modules: dict[str, torch.nn.Module],
+    kinds: dict[str, str] | str,
+    *,
+    runtime: Runtime,
+    passes: int = 1,
+) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """Input statistics of ``modules`` over the client's data (eval mode, no gradients, padding excluded).
+
+    Returns (statistics, token counts). Text has no training augmentation, so several passes would only
+    rescale the statistics (a common factor that cancels in every merge); they are still run as configured
+    so that image datasets with augmentation behave as in the spec."""
+    model.eval()
+    with InputStatistics(modules, kinds) as stats:
+        for _ in range(passes):
+            for idx in iterate_batches(indices, runtime.eval_batch_size):
+                inputs, _ = data.batch(idx, runtime.device)
+                mask = EncodedSplit.token_mask(inputs)
+                if mask is not None:
+                    stats.set_token_mask(mask)
+                with runtime.autocast():
+                    model(inputs)
+        return stats.results(), dict(stats.num_tokens)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, data: EncodedSplit, indices, num_seen: int, runtime: Runtime) -> np.ndarray:
+    """Per-sample correctness with argmax over the logits of the first ``num_seen`` classes (no task identity)."""
+    model.eval()
+    correct = []
+    for idx in iterate_batches(indices, runtime.eval_batch_size):
+        inputs, labels = data.batch(idx, runtime.device)
+        with runtime.autocast():
+            logits = model(inputs)[:, :num_seen]
+        correct.append((logits.argmax(1) == labels).cpu().numpy())
+    return np.concatenate(correct) if correct else np.zeros(0, dtype=bool)
+
+
+def trainable(params: Iterable[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
+    return [p for p in params if p.requires_grad]

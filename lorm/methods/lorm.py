@@ -1,0 +1,89 @@
+"""LoRM: alternate B- and A-rounds; each round's merge is the unique least-squares solution (spec sections 2-7).
+
+Clients upload the trained factor, the head, per-layer input statistics (diagonal energies when
+``lorm.alpha_backbone == 0``, else the shrunk full Gram) and the full, shrunk Gram of the head input.
+Across tasks the server keeps S += dW_t G_t, Gamma += G_t and deploys W0 + S Gamma^+.
+"""
+
+from __future__ import annotations
+
+from lorm.federated.training import collect_statistics
+from lorm.merging import TaskAccumulator, lorm_merge_A, lorm_merge_B, merge_head, shrink, sum_grams
+from lorm.methods.base import FederatedLoRA, RunContext
+
+HEAD = "head"
+
+
+class LoRM(FederatedLoRA):
+    name = "lorm"
+
+    def __init__(self, ctx: RunContext):
+        super().__init__(ctx)
+        cfg = ctx.cfg["lorm"]
+        self.alpha_backbone = cfg["alpha_backbone"]
+        self.alpha_head = cfg["alpha_head"]
+        self.passes = cfg["stats_passes"]
+        # With alpha 0 only the diagonal of each Gram is used, so only the diagonal is computed (quirk Q2).
+        self.backbone_kind = "diag" if self.alpha_backbone == 0 else "full"
+        self.accumulator = TaskAccumulator()
+        self.tasks_merged = 0
+
+    def phase(self, task: int, rnd: int) -> tuple[str, ...]:
+        # B first: with B = 0 the gradient of A is zero, so an A-round first would be a no-op.
+        return ("B",) if rnd % 2 == 0 else ("A",)
+
+    def _backbone_grams(self, indices, with_head: bool) -> dict:
+        modules = dict(self.layers)
+        kinds = {name: self.backbone_kind for name in self.layers}
+        if with_head:
+            modules[HEAD], kinds[HEAD] = self.model.head, "full"
+        stats, _ = collect_statistics(self.model, self.ctx.train, indices, modules, kinds,
+                                      runtime=self.ctx.runtime, passes=self.passes)
+        grams = {name: shrink(stats[name], self.alpha_backbone) for name in self.layers}
+        return grams, (shrink(stats[HEAD], self.alpha_head) if with_head else None)
+
+    def client_statistics(self, task: int, rnd: int, indices) -> dict:
+        grams, head_gram = self._backbone_grams(indices, with_head=True)
+        return {"grams": grams, "head_gram": head_gram}
+
+    def merge_factors(self, task, rnd, phase, uploads) -> None:
+        for name in self.layers:
+            grams = [u["grams"][name] for u in uploads]
+            if phase == ("B",):
+                self.factors[name]["B"] = lorm_merge_B(
+                    [u["factors"][name]["B"] for u in uploads], self.factors[name]["A"], grams)
+            elif phase == ("A",):
+                self.factors[name]["A"] = lorm_merge_A([u["factors"][name]["A"] for u in uploads], grams)
+            else:  # pragma: no cover - guarded by phase()
+                raise ValueError(f"LoRM merges one factor per round, got {phase}")
+
+    def merge_head(self, uploads) -> None:
+        weight, bias = merge_head(
+            [u["head"]["weight"] for u in uploads], [u["head"]["bias"] for u in uploads],
+            [u["head_gram"] for u in uploads], [u["num_samples"] for u in uploads])
+        self.head = {"weight": weight, "bias": bias}
+
+    def end_task(self, task: int) -> None:
+        """Clients send statistics of the merged model W0 + B_t A_t on their task data (spec section 7)."""
+        ctx = self.ctx
+        per_layer = {name: [] for name in self.layers}
+        state = {"factors": self.factors, "head": self.head}
+        for indices in ctx.client_indices[task]:
+            ctx.ledger.download({"factors": self.factors}, kind="end_of_task")
+            self.load_state(state)
+            with ctx.timers("statistics"):
+                grams, _ = self._backbone_grams(indices, with_head=False)
+            ctx.ledger.upload(grams, kind="end_of_task")
+            for name, g in grams.items():
+                per_layer[name].append(g)
+        with ctx.timers("merge"):
+            for name in self.layers:
+                self.accumulator.add(name, self.task_delta(name), sum_grams(per_layer[name]))
+        self.tasks_merged += 1
+
+    def deploy(self) -> None:
+        if self.tasks_merged <= 1:  # first task: W0 + B_0 A_0 (spec section 7.3)
+            deltas = {name: self.task_delta(name) for name in self.layers}
+        else:
+            deltas = {name: self.accumulator.delta(name) for name in self.layers}
+        self.set_deployed(deltas)

