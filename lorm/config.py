@@ -167,8 +167,8 @@ def _format_error(error: jsonschema.ValidationError) -> str:
                 )
         if not path and isinstance(name, str) and "." in name:
             hint = (
-                "; snakemake --config cannot set nested keys: put them in a YAML file and pass it with"
-                " --configfile"
+                "; nested keys are YAML mappings (fcil: {rounds: 3}), and snakemake --config sets top-level"
+                " keys only: put nested settings in a file passed with --configfile"
             )
         return (
             f"config key {_key_path(path + [name])}: unknown key ({_suggest(name, allowed)}"
@@ -216,6 +216,29 @@ def _format_error(error: jsonschema.ValidationError) -> str:
     return f"config key {key}: {error.message}"
 
 
+def _deref(schema: Mapping) -> Mapping:
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        return _schema()["$defs"][ref.rsplit("/", 1)[1]]
+    return schema
+
+
+def _in_schema_order(value: Any, schema: Any) -> Any:
+    """``value`` with mapping keys in the schema's order (recursively), whatever order the YAML had.
+
+    The resolved config then has one canonical form: its YAML dump and the Snakemake ``params`` built from it do
+    not change when a user merely reorders keys (Snakemake compares params as text). Keys of ``method_params``
+    follow the order of the method names in the schema.
+    """
+    if not isinstance(value, dict) or not isinstance(schema, Mapping):
+        return value
+    schema = _deref(schema)
+    props = schema.get("properties", {})
+    order = list(props) or list(_deref(schema.get("propertyNames", {})).get("enum", []))
+    keys = [k for k in order if k in value] + [k for k in value if k not in order]
+    return {k: _in_schema_order(value[k], props.get(k, schema.get("additionalProperties"))) for k in keys}
+
+
 # --------------------------------------------------------------------------------------------------------------
 # public API
 
@@ -235,7 +258,10 @@ def validate_config(cfg: MutableMapping) -> MutableMapping:
         others = {tuple(e.absolute_path) for e in errors[1:]} - {tuple(errors[0].absolute_path)}
         more = f" (+{len(others)} more key{'s' if len(others) > 1 else ''} with problems)" if others else ""
         raise ConfigError(_format_error(errors[0]) + more)
+    resolved = _in_schema_order(resolved, _schema())
     if isinstance(cfg, MutableMapping):
+        for key in list(cfg):
+            del cfg[key]
         cfg.update(resolved)
         return cfg
     return resolved

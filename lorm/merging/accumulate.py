@@ -66,12 +66,14 @@ class TaskAccumulator:
         dW64, g64 = _as64(delta_W, device), _as64(gram, device)
         if not bool(torch.isfinite(g64).all()):
             raise ValueError(f"gram ({name}): contains non-finite values")
-        term = dW64 * g64 if diag else dW64 @ g64
         if name in self._S:
-            self._S[name].add_(term)
+            if diag:
+                self._S[name].addcmul_(dW64, g64)  # column j scaled by g[j]
+            else:
+                self._S[name].addmm_(dW64, g64)
             self._Gamma[name].add_(g64)
         else:
-            self._S[name] = term
+            self._S[name] = dW64 * g64 if diag else dW64 @ g64
             self._Gamma[name] = g64.clone()
 
     def end_task(self) -> None:

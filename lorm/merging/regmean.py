@@ -161,7 +161,10 @@ def _right_solve(M: Tensor, G: Tensor, *, solver: str, caller: str, stacklevel: 
                 SingularGramWarning,
                 stacklevel=stacklevel,
             )
-        return torch.where(pos, M / torch.where(pos, G, torch.ones_like(G)), torch.zeros_like(M))
+        out = M / torch.where(pos, G, torch.ones_like(G))
+        if not bool(pos.all()):
+            out.masked_fill_(~pos, 0.0)  # broadcast over rows: columns with zero energy
+        return out
     G = 0.5 * (G + G.mT)  # exact symmetry for Cholesky / eigh (both read one triangle)
     if solver == "solve":
         X = _cholesky_right_solve(M, G)

@@ -1,0 +1,341 @@
+"""lorm.config: schema validation, defaults, one-line errors, overrides."""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lorm.config import (
+    SCHEMA_PATH,
+    ConfigError,
+    beta_label,
+    deep_merge,
+    load_config,
+    load_schema,
+    method_config,
+    parse_set_overrides,
+    validate_config,
+    write_config_if_changed,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _error(overrides: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=overrides)
+    message = str(info.value)
+    assert "\n" not in message, message
+    return message
+
+
+def _leaf_keys(schema: dict, prefix: str = "") -> list[tuple[str, dict]]:
+    """(dotted key, merged subschema) of every leaf key of the config (not of method_params' inner schema)."""
+    out = []
+    defs = schema["$defs"]
+    for name, sub in schema["properties"].items():
+        target = defs[sub["$ref"].rsplit("/", 1)[1]] if "$ref" in sub else sub
+        if target.get("type") == "object" and "properties" in target:
+            for leaf, leaf_schema in target["properties"].items():
+                merged = {**leaf_schema, **sub.get("properties", {}).get(leaf, {})}
+                out.append((f"{prefix}{name}.{leaf}", merged))
+        else:
+            out.append((f"{prefix}{name}", sub))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- defaults
+
+
+def test_defaults_filled_nested():
+    cfg = load_config()
+    assert cfg["experiment"] == "wordnet40-minilm"
+    assert cfg["seeds"] == [0]
+    assert cfg["methods"] == ["lorm", "lorm-a-only", "lorm-b-only", "fedavg-lora", "ffa-lora", "joint"]
+    assert cfg["method_params"] == {}
+    assert cfg["dataset"] == {"name": "wordnet40", "root": None, "train_per_class": 40, "test_per_class": 12,
+                              "seed": 0, "max_length": 32, "image_size": 32}
+    assert cfg["fcil"]["rounds"] == 3 and cfg["fcil"]["betas"] == [0.5] and cfg["fcil"]["class_order"] == "natural"
+    assert cfg["model"]["lora_rank"] == 4 and cfg["model"]["lora_targets"] is None
+    assert cfg["optim"] == {"lr": 0.003, "lr_A": None, "lr_B": None, "weight_decay": 0.0}
+    assert cfg["lorm"] == {"alpha_backbone": 0.0, "alpha_head": 0.5, "stats_passes": 1}
+    assert cfg["joint"] == {"epochs": None}
+    assert cfg["runtime"]["device"] == "auto" and cfg["runtime"]["progress"] is True
+
+
+def test_partial_section_gets_the_other_defaults():
+    cfg = load_config(overrides={"fcil": {"rounds": 7}, "optim": {"lr_A": 0.01}})
+    assert cfg["fcil"]["rounds"] == 7 and cfg["fcil"]["num_clients"] == 10 and cfg["fcil"]["batch_size"] == 16
+    assert cfg["optim"] == {"lr": 0.003, "lr_A": 0.01, "lr_B": None, "weight_decay": 0.0}
+
+
+def test_defaults_are_not_shared_between_configs():
+    a, b = load_config(), load_config()
+    a["seeds"].append(5)
+    a["fcil"]["betas"].append(0.1)
+    assert b["seeds"] == [0] and b["fcil"]["betas"] == [0.5]
+    assert load_config()["seeds"] == [0]
+
+
+def test_every_key_has_description_and_default_and_no_extra_keys():
+    schema = load_schema()
+    assert schema["$schema"].endswith("2020-12/schema")
+    leaves = _leaf_keys(schema)
+    assert len(leaves) == 40  # 4 top-level keys + 36 keys in 7 sections
+    for key, sub in leaves:
+        assert sub.get("description"), key
+        assert "default" in sub, key
+    for name, sub in schema["properties"].items():
+        target = schema["$defs"][sub["$ref"].rsplit("/", 1)[1]] if "$ref" in sub else sub
+        if target.get("type") == "object" and "properties" in target:
+            assert target["additionalProperties"] is False, name
+    assert schema["additionalProperties"] is False
+
+
+def test_schema_methods_match_the_method_registry():
+    from lorm.methods.names import METHOD_NAMES
+
+    assert load_schema()["$defs"]["method_name"]["enum"] == list(METHOD_NAMES)
+
+
+def test_key_order_is_canonical():
+    raw = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+    shuffled = {k: (dict(reversed(list(v.items()))) if isinstance(v, dict) else v) for k, v in reversed(raw.items())}
+    shuffled["method_params"] = {"joint": {"optim": {"lr": 1.0}}, "lorm": {"lorm": {"alpha_head": 0.1}}}
+    cfg = load_config(overrides=shuffled)
+    assert list(cfg) == list(load_schema()["properties"])
+    assert list(cfg["fcil"])[:2] == ["num_tasks", "task_sizes"]
+    assert list(cfg["method_params"]) == ["lorm", "joint"]  # schema order of the method names
+
+
+# --------------------------------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        ({"bogus": 1}, "bogus"),
+        ({"fcil": {"beta_list": [0.5]}}, "fcil.beta_list"),
+        ({"dataset": {"nmae": "wordnet40"}}, "dataset.nmae"),
+        ({"model": {"rank": 4}}, "model.rank"),
+        ({"optim": {"lrr": 0.1}}, "optim.lrr"),
+        ({"lorm": {"alpha": 0.1}}, "lorm.alpha"),
+        ({"joint": {"epoch": 1}}, "joint.epoch"),
+        ({"runtime": {"gpus": 1}}, "runtime.gpus"),
+        ({"method_params": {"lorm": {"optimizer": {}}}}, "method_params.lorm.optimizer"),
+        ({"method_params": {"lorm": {"optim": {"momentum": 0.9}}}}, "method_params.lorm.optim.momentum"),
+    ],
+)
+def test_unknown_key_names_the_dotted_key(overrides, key):
+    message = _error(overrides)
+    assert message.startswith(f"config key {key}: unknown key (")
+    assert "allowed:" in message
+
+
+def test_unknown_key_suggestions():
+    assert "did you mean 'betas'?" in _error({"fcil": {"beta_list": [0.5]}})
+    message = _error({"method_params": {"lorm": {"lr": 0.1}}})
+    assert "put it under optim: method_params.lorm.optim.lr" in message
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ({"fcil": {"rounds": -1}}, "config key fcil.rounds: -1 is less than the minimum 1"),
+        ({"fcil": {"num_clients": 0}}, "config key fcil.num_clients: 0 is less than the minimum 1"),
+        ({"fcil": {"betas": [0.5, 0]}}, "config key fcil.betas[1]: 0 must be greater than 0"),
+        ({"fcil": {"betas": []}}, "config key fcil.betas: needs at least 1 item"),
+        ({"fcil": {"class_order": "random"}}, "config key fcil.class_order: 'random' is not valid"),
+        ({"fcil": {"class_order": [0, -2]}}, "config key fcil.class_order[1]: -2 is less than the minimum 0"),
+        ({"fcil": {"task_sizes": [4, 0]}}, "config key fcil.task_sizes[1]: 0 is less than the minimum 1"),
+        ({"methods": ["lorm", "bogus"]}, "config key methods[1]: 'bogus' is not allowed (allowed: lorm,"),
+        ({"methods": ["lorm", "lorm"]}, "config key methods: duplicate entries lorm"),
+        ({"seeds": []}, "config key seeds: needs at least 1 item"),
+        ({"seeds": [0, -1]}, "config key seeds[1]: -1 is less than the minimum 0"),
+        ({"seeds": [1.5]}, "config key seeds[0]: expected integer, got number 1.5"),
+        ({"experiment": "a/b"}, "config key experiment: 'a/b' does not match"),
+        ({"dataset": {"name": "cifar100"}}, "config key dataset.name: 'cifar100' is not allowed"),
+        ({"dataset": {"max_length": 2}}, "config key dataset.max_length: 2 is less than the minimum 4"),
+        ({"model": {"backbone": "vit"}}, "config key model.backbone: 'vit' is not allowed"),
+        ({"model": {"pooling": "max"}}, "config key model.pooling: 'max' is not allowed"),
+        ({"optim": {"lr": 0}}, "config key optim.lr: 0 must be greater than 0"),
+        ({"optim": {"weight_decay": -0.1}}, "config key optim.weight_decay: -0.1 is less than the minimum 0"),
+        ({"lorm": {"alpha_head": 1.5}}, "config key lorm.alpha_head: 1.5 is greater than the maximum 1"),
+        ({"joint": {"epochs": 0}}, "config key joint.epochs: 0 is less than the minimum 1"),
+        ({"runtime": {"device": "gpu"}}, "config key runtime.device: 'gpu' does not match"),
+        ({"runtime": {"amp": "fp8"}}, "config key runtime.amp: 'fp8' is not allowed"),
+        ({"runtime": {"progress": "yes"}}, "config key runtime.progress: expected boolean, got string 'yes'"),
+        ({"fcil": "x"}, "config key fcil: expected mapping, got string 'x'"),
+        ({"method_params": {"lorm": {"optim": {"lr": -1}}}}, "config key method_params.lorm.optim.lr: -1 must be"),
+    ],
+)
+def test_bad_values_give_one_line(overrides, expected):
+    assert _error(overrides).startswith(expected)
+
+
+def test_yaml_pitfall_hints():
+    assert "write it with a dot, e.g. 1.0e-3" in _error({"optim": {"lr": "1e-3"}})
+    assert "quote the value" in _error({"runtime": {"amp": False}})  # YAML `amp: off`
+    assert "use --configfile" in _error({"seeds": ["0", "1"]})  # snakemake --config 'seeds=[0,1]'
+
+
+def test_several_problems_are_counted():
+    message = _error({"fcil": {"rounds": 0, "num_clients": 0}, "seeds": [-1]})
+    assert "(+2 more keys with problems)" in message
+
+
+def test_method_params_rejects_unknown_method():
+    message = _error({"method_params": {"lorn": {"optim": {"lr": 0.1}}}})
+    assert message.startswith("config key method_params.lorn: unknown method (did you mean 'lorm'? allowed: lorm,")
+
+
+def test_method_params_are_not_filled_and_merge_per_method():
+    cfg = load_config(overrides={"method_params": {"lorm": {"optim": {"lr": 0.01}}, "joint": {"lorm": {}}}})
+    assert cfg["method_params"] == {"lorm": {"optim": {"lr": 0.01}}, "joint": {"lorm": {}}}
+    lorm = method_config(cfg, "lorm")
+    assert lorm["optim"] == {"lr": 0.01, "lr_A": None, "lr_B": None, "weight_decay": 0.0}
+    assert method_config(cfg, "fedavg-lora")["optim"]["lr"] == 0.003
+    assert cfg["optim"]["lr"] == 0.003  # method_config does not modify its argument
+
+
+def test_validate_config_in_place_and_untouched_on_error():
+    cfg = {"fcil": {"rounds": 2}}
+    out = validate_config(cfg)
+    assert out is cfg and cfg["fcil"]["num_clients"] == 10 and cfg["runtime"]["threads"] == 1
+    bad = {"fcil": {"rounds": 0}}
+    before = copy.deepcopy(bad)
+    with pytest.raises(ConfigError):
+        validate_config(bad)
+    assert bad == before
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        validate_config([1, 2])  # type: ignore[arg-type]
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+# ------------------------------------------------------------------------------------------ files, overrides
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config("config/x.yaml")
+    assert str(info.value) == "config file config/x.yaml: not found"
+
+
+def test_invalid_yaml_and_non_mapping(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("fcil:\n  rounds: [1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    assert str(info.value).startswith(f"config file {bad}: invalid YAML at line ") and "\n" not in str(info.value)
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="expected a mapping of config keys, got list"):
+        load_config(bad)
+    bad.write_text("")
+    assert load_config(bad) == load_config()
+
+
+def test_file_errors_name_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("fcil:\n  rounds: 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: config key fcil.rounds: 0 is less than the minimum 1"
+
+
+def test_overrides_deep_merge_over_the_file():
+    cfg = load_config(REPO / "config" / "test.yaml", {"fcil": {"rounds": 5}, "methods": ["joint"]})
+    assert cfg["fcil"]["rounds"] == 5
+    assert cfg["fcil"]["num_clients"] == 2  # kept from the file
+    assert cfg["methods"] == ["joint"]  # lists are replaced
+    assert deep_merge({"a": {"b": 1, "c": [1]}}, {"a": {"c": [2]}}) == {"a": {"b": 1, "c": [2]}}
+
+
+def test_parse_set_overrides():
+    assert parse_set_overrides(["fcil.rounds=2", "methods=[lorm,joint]"]) == {
+        "fcil": {"rounds": 2}, "methods": ["lorm", "joint"]}
+    assert parse_set_overrides(["fcil.rounds=2", "fcil.betas=[0.5, 0.1]", "dataset.root=", "experiment=x.y"]) == {
+        "fcil": {"rounds": 2, "betas": [0.5, 0.1]}, "dataset": {"root": None}, "experiment": "x.y"}
+    assert parse_set_overrides(["optim.lr=1.0e-3", "runtime.amp='off'"]) == {
+        "optim": {"lr": 0.001}, "runtime": {"amp": "off"}}
+    assert parse_set_overrides([]) == {} and parse_set_overrides(None) == {}
+    cfg = load_config(overrides=parse_set_overrides(["fcil.rounds=2", "methods=[lorm,joint]"]))
+    assert cfg["fcil"]["rounds"] == 2 and cfg["methods"] == ["lorm", "joint"]
+
+
+@pytest.mark.parametrize("items, expected", [
+    (["rounds"], "expected KEY=VALUE"),
+    (["=3"], "expected KEY=VALUE"),
+    (["fcil..rounds=3"], "expected KEY=VALUE"),
+    (["fcil.rounds=[1"], "is not valid YAML"),
+    (["fcil=1", "fcil.rounds=2"], "fcil was already set"),
+])
+def test_parse_set_overrides_errors(items, expected):
+    with pytest.raises(ConfigError, match=expected) as info:
+        parse_set_overrides(items)
+    assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------ repository files
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "test.yaml"])
+def test_repo_configs_validate_and_are_complete(name):
+    path = REPO / "config" / name
+    raw = yaml.safe_load(path.read_text())
+    assert load_config(path) == raw  # every key written out: nothing left to fill in
+
+
+def test_default_config_file_matches_schema_defaults():
+    # the lead may tune config/config.yaml later; then update this test and the schema defaults together
+    assert load_config(REPO / "config" / "config.yaml") == load_config()
+
+
+def test_test_config_is_tiny():
+    cfg = load_config(REPO / "config" / "test.yaml")
+    assert cfg["experiment"] == "test" and cfg["methods"] == ["lorm", "fedavg-lora", "joint"]
+    assert cfg["dataset"]["train_per_class"] <= 8 and cfg["fcil"]["num_clients"] <= 2
+
+
+def test_readme_documents_every_key():
+    text = (REPO / "config" / "README.md").read_text()
+    for key, _ in _leaf_keys(load_schema()):
+        assert f"| `{key}` |" in text, key
+
+
+def test_schema_is_packaged_and_linked():
+    assert SCHEMA_PATH == REPO / "lorm" / "schemas" / "config.schema.yaml"
+    link = REPO / "workflow" / "schemas" / "config.schema.yaml"
+    assert link.is_symlink() and not os.path.isabs(os.readlink(link))
+    assert link.resolve() == SCHEMA_PATH
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+
+
+def test_beta_label():
+    assert beta_label(1) == beta_label(1.0) == beta_label("1") == "1.0"
+    assert beta_label(0.5) == "0.5" and beta_label(0.05) == "0.05" and beta_label(5e-5) == "5e-05"
+    with pytest.raises(ConfigError):
+        beta_label(0)
+
+
+def test_write_config_if_changed(tmp_path):
+    path = tmp_path / "sub" / "resolved.yaml"
+    cfg = load_config()
+    assert write_config_if_changed(cfg, path) is True
+    assert yaml.safe_load(path.read_text()) == cfg
+    stamp = path.stat().st_mtime_ns
+    time.sleep(0.01)
+    assert write_config_if_changed(load_config(), path) is False
+    assert path.stat().st_mtime_ns == stamp
+    assert write_config_if_changed(load_config(overrides={"seeds": [1]}), path) is True
+    assert load_config(path)["seeds"] == [1]
+    assert [p.name for p in path.parent.iterdir()] == ["resolved.yaml"]  # no temporary file left

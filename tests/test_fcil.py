@@ -1,0 +1,178 @@
+"""End-to-end FCIL runs on tiny shapes (random-init timm ViT + fabricated images; MiniLM + WordNet glosses),
+and the simulator's bookkeeping: phases, what is uploaded, byte counts, determinism."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lorm.config import load_config
+from lorm.data.datasets import build_dataset
+from lorm.federated.simulator import run_experiment
+from lorm.methods import METHODS
+from lorm.methods.lorm import LoRM
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_image_config(**fcil):
+    return load_config(None, {
+        "experiment": "tiny-vit",
+        "dataset": {"name": "synthetic-images", "train_per_class": 12, "test_per_class": 4, "image_size": 32},
+        "model": {"backbone": "vit-tiny-test", "lora_rank": 2},
+        "fcil": {"num_tasks": 5, "num_clients": 3, "rounds": 2, "local_epochs": 1, "min_samples": 1, **fcil},
+        "optim": {"lr": 1e-2},
+        "runtime": {"threads": 2, "progress": False},
+    })
+
+
+@pytest.fixture(scope="module")
+def image_setup():
+    cfg = tiny_image_config()
+    return cfg, build_dataset(cfg["dataset"])
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_runs_on_tiny_vit(image_setup, method):
+    cfg, ds = image_setup
+    m = run_experiment(cfg, method, seed=0, beta=0.5, dataset=ds)
+    T = cfg["fcil"]["num_tasks"]
+    if METHODS[method].federated:
+        assert m["eval_after_task"] == list(range(T))
+        assert [len(r) for r in m["accuracy_matrix"]] == list(range(1, T + 1))
+        assert m["avg_forgetting"] is not None
+        assert m["communication"]["client_rounds"] == T * cfg["fcil"]["rounds"] * cfg["fcil"]["num_clients"]
+        assert m["communication"]["upload_bytes_per_client_round"] > 0
+    else:
+        assert m["eval_after_task"] == [T - 1] and len(m["accuracy_matrix"][0]) == T
+        assert m["communication"]["upload_bytes_total"] == 0
+    assert all(0.0 <= a <= 100.0 for row in m["accuracy_matrix"] for a in row)
+    assert m["final_avg_accuracy"] == pytest.approx(np.mean(m["accuracy_matrix"][-1]))
+    assert sum(m["task_test_sizes"]) == len(ds["test"]["label"])
+    json.dumps(m)  # serialisable
+
+
+def test_joint_learns_the_fabricated_images(image_setup):
+    """The fabricated classes are separable: the upper bound must clearly beat chance (10%)."""
+    cfg, ds = image_setup
+    cfg = load_config(None, {**cfg, "fcil": {**cfg["fcil"], "rounds": 4}})
+    m = run_experiment(cfg, "joint", seed=0, beta=0.5, dataset=ds)
+    assert m["final_avg_accuracy"] > 50.0
+
+
+def test_same_seed_same_metrics_different_seed_differs(image_setup):
+    cfg, ds = image_setup
+    a = run_experiment(cfg, "lorm", seed=3, beta=0.5, dataset=ds)
+    b = run_experiment(cfg, "lorm", seed=3, beta=0.5, dataset=ds)
+    c = run_experiment(cfg, "lorm", seed=4, beta=0.5, dataset=ds)
+    assert a["accuracy_matrix"] == b["accuracy_matrix"]
+    assert a["communication"] == b["communication"]
+    assert a["partition"] != c["partition"] or a["accuracy_matrix"] != c["accuracy_matrix"]
+
+
+class Recorder(LoRM):
+    """LoRM that records the phase of each round, the upload keys and the merged factors."""
+
+    log: list = []
+
+    def client_update(self, client, task, rnd, state):
+        up = super().client_update(client, task, rnd, state)
+        Recorder.log.append(("upload", task, rnd, self.phase(task, rnd),
+                             {f for layer in up["factors"].values() for f in layer}, set(up)))
+        return up
+
+
+def test_lorm_alternates_b_a_b_and_uploads_only_the_trained_factor(image_setup, monkeypatch):
+    cfg, ds = image_setup
+    cfg = load_config(None, {**cfg, "fcil": {**cfg["fcil"], "rounds": 3, "num_tasks": 2}})
+    monkeypatch.setitem(METHODS, "lorm", Recorder)
+    Recorder.log = []
+    m = run_experiment(cfg, "lorm", seed=0, beta=0.5, dataset=ds)
+    phases = [(t, r, p) for _, t, r, p, _, _ in Recorder.log]
+    per_round = sorted(set(phases))
+    assert [p for _, _, p in per_round] == [("B",), ("A",), ("B",)] * 2
+    for _, _, _, phase, factors, keys in Recorder.log:
+        assert factors == set(phase)  # the frozen factor is never uploaded
+        assert {"grams", "head_gram", "head", "num_samples", "factors"} <= keys
+
+    # Byte count of one B-round upload, computed from the shapes: B factors + head + diagonal stats
+    # + full head Gram + the sample count.
+    from lorm.models.backbones import build_classifier
+    from lorm.models.lora import lora_layers
+
+    model = build_classifier(cfg["model"], 10)
+    layers = lora_layers(model).values()
+    r = cfg["model"]["lora_rank"]
+    d = model.head.in_features
+    b_round = 4 * (sum(l.out_features * r + l.in_features for l in layers) + 10 * d + 10 + d * d) + 8
+    a_round = 4 * (sum(r * l.in_features + l.in_features for l in layers) + 10 * d + 10 + d * d) + 8
+    expected = (2 * b_round + a_round) / 3  # B, A, B in each task
+    assert m["communication"]["upload_bytes_per_client_round"] == pytest.approx(expected)
+
+
+def test_lorm_deploys_the_accumulated_merge(image_setup, monkeypatch):
+    """After task 2 the evaluated layer is W0 + S Gamma^+ with the accumulator of both tasks' deltas."""
+    cfg, ds = image_setup
+    cfg = load_config(None, {**cfg, "fcil": {**cfg["fcil"], "num_tasks": 2}})
+    seen = {}
+
+    class Probe(LoRM):
+        def deploy(self):
+            super().deploy()
+            name, layer = next(iter(self.layers.items()))
+            seen[self.tasks_merged] = (layer.effective_weight() - layer.base.weight).detach().clone(), \
+                self.task_delta(name).float(), self.accumulator.delta(name).float(), float(layer.lora_B.abs().sum())
+
+    monkeypatch.setitem(METHODS, "lorm", Probe)
+    run_experiment(cfg, "lorm", seed=0, beta=0.5, dataset=ds)
+    deployed1, delta1, _, lora_b1 = seen[1]
+    torch.testing.assert_close(deployed1, delta1, atol=1e-6, rtol=1e-4)  # task 0: W0 + B0 A0
+    deployed2, _, acc2, lora_b2 = seen[2]
+    torch.testing.assert_close(deployed2, acc2, atol=1e-6, rtol=1e-4)
+    assert lora_b1 == 0.0 and lora_b2 == 0.0  # factors zeroed: only the deployed delta acts
+
+
+@pytest.mark.slow
+def test_text_path_end_to_end_cli(tmp_path):
+    """MiniLM + WordNet-40 glosses through the command line with a truncated config."""
+    from lorm.data.wordnet import find_wordnet_dir
+
+    try:
+        find_wordnet_dir()
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        pytest.skip(f"WordNet not installed: {exc}")
+    out = tmp_path / "m.json"
+    cmd = [sys.executable, "-m", "lorm", "run", "--config", str(REPO / "config" / "test.yaml"), "--method", "lorm",
+           "--seed", "0", "--beta", "0.5", "--out", str(out), "--no-progress",
+           "--set", "fcil.num_tasks=2", "--set", "fcil.task_sizes=[20,20]"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = json.loads(out.read_text())
+    assert m["method"] == "lorm" and len(m["accuracy_matrix"]) == 2
+    assert m["communication"]["upload_bytes_total"] > 0
+    assert 0 <= m["final_avg_accuracy"] <= 100
+
+
+def test_cli_bad_input_is_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("fcil:\n  roundz: 3\n")
+    proc = subprocess.run([sys.executable, "-m", "lorm", "run", "--config", str(bad), "--method", "lorm",
+                           "--out", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "roundz" in lines[0], proc.stderr
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_cli_help_explains():
+    proc = subprocess.run([sys.executable, "-m", "lorm", "run", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    for word in ("--method", "--seed", "--beta", "--partition", "--set"):
+        assert word in proc.stdout

@@ -1,0 +1,200 @@
+"""lorm.reporting: tables and figures from fabricated metrics JSON files."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import pandas as pd
+import pytest
+
+from lorm.reporting import MetricsError, load_runs
+from lorm.reporting.figures import figure_paths, make_figures
+from lorm.reporting.table import write_tables
+
+T = 4  # tasks
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _metrics(method: str, seed: int, beta: float = 0.5, experiment: str = "exp", offset: float = 0.0) -> dict:
+    """A plausible metrics dict; numbers depend on method, seed and beta so that aggregates are distinct."""
+    base = {"lorm": 80.0, "fedavg-lora": 60.0, "joint": 90.0}[method] + offset - 10.0 * (beta != 0.5)
+    if method == "joint":
+        after = [T - 1]
+        matrix = [[base + seed + j for j in range(T)]]
+        forgetting = None
+        comm = {"upload_bytes_per_client_round": 0, "download_bytes_per_client_round": 0}
+    else:
+        after = list(range(T))
+        matrix = [[base - 5.0 * (i - j) + 1.5 * seed + 0.25 * j for j in range(i + 1)] for i in range(T)]
+        forgetting = statistics.fmean(matrix[j][j] - matrix[-1][j] for j in range(T - 1))
+        up = {"lorm": 1_234_567, "fedavg-lora": 2_000_000}[method] + 1000 * seed
+        comm = {"upload_bytes_per_client_round": up, "download_bytes_per_client_round": up // 2}
+    sizes = [10, 10, 20, 20]
+    last = matrix[-1]
+    return {
+        "experiment": experiment,
+        "method": method,
+        "seed": seed,
+        "beta": beta,
+        "eval_after_task": after,
+        "accuracy_matrix": matrix,
+        "task_test_sizes": sizes,
+        "final_avg_accuracy": statistics.fmean(last),
+        "final_avg_accuracy_weighted": sum(a * n for a, n in zip(last, sizes)) / sum(sizes),
+        "avg_forgetting": forgetting,
+        "communication": {**comm, "upload_bytes_total": 0, "download_bytes_total": 0, "client_rounds": 8},
+        "wall_time_s": {"train": 10.0 + seed + len(method), "statistics": 1.0, "merge": 0.5, "evaluation": 2.0,
+                        "total": 20.0},
+        "config": {"experiment": experiment},
+    }
+
+
+def _write(tmp_path, metrics: dict) -> str:
+    path = tmp_path / f"beta{metrics['beta']}" / metrics["method"] / f"seed{metrics['seed']}" / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics))
+    return str(path)
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """Two methods x two seeds + one joint run (method order of first appearance: fedavg-lora, lorm, joint)."""
+    items = [_metrics(m, s) for m in ("fedavg-lora", "lorm") for s in (0, 1)] + [_metrics("joint", 0)]
+    return [_write(tmp_path / "runs", m) for m in items], items
+
+
+# ------------------------------------------------------------------------------------------------------ table
+
+
+def test_table_numbers(tmp_path, runs):
+    paths, items = runs
+    csv, md = tmp_path / "t" / "main.csv", tmp_path / "t" / "main.md"
+    frame = write_tables(paths, str(csv), str(md))
+    table = pd.read_csv(csv)
+    assert list(table["method"]) == ["fedavg-lora", "lorm", "joint"]
+    assert list(table["n_seeds"]) == [2, 2, 1]
+    assert list(table["experiment"]) == ["exp"] * 3 and list(table["beta"]) == [0.5] * 3
+    assert len(frame) == 3
+
+    for method in ("fedavg-lora", "lorm"):
+        row = table[table["method"] == method].iloc[0]
+        mine = [m for m in items if m["method"] == method]
+        for col, values in {
+            "faa": [m["final_avg_accuracy"] for m in mine],
+            "faa_weighted": [m["final_avg_accuracy_weighted"] for m in mine],
+            "forgetting": [m["avg_forgetting"] for m in mine],
+            "upload_mb": [m["communication"]["upload_bytes_per_client_round"] / 1e6 for m in mine],
+            "download_mb": [m["communication"]["download_bytes_per_client_round"] / 1e6 for m in mine],
+            "train_time_s": [m["wall_time_s"]["train"] for m in mine],
+        }.items():
+            assert row[f"{col}_mean"] == pytest.approx(statistics.mean(values))
+            assert row[f"{col}_std"] == pytest.approx(statistics.stdev(values))  # ddof = 1
+
+    joint = table[table["method"] == "joint"].iloc[0]
+    assert joint["faa_mean"] == pytest.approx(items[-1]["final_avg_accuracy"])
+    assert math.isnan(joint["faa_std"])  # one seed: empty std
+    assert math.isnan(joint["forgetting_mean"])  # null forgetting
+    # the CSV has plain numeric columns with empty cells for undefined values
+    raw = csv.read_text().splitlines()
+    assert raw[0].startswith("experiment,beta,method,n_seeds,seeds,faa_mean,faa_std,")
+    assert ",," in raw[3]
+
+
+def test_table_markdown(tmp_path, runs):
+    paths, items = runs
+    md = tmp_path / "main.md"
+    write_tables(paths, str(tmp_path / "main.csv"), str(md))
+    text = md.read_text()
+    lines = text.splitlines()
+    assert lines[0] == "# Results: experiment exp; β = 0.5"
+    header = next(line for line in lines if line.startswith("| Method"))
+    for name in ("FAA task-mean (%)", "FAA sample-weighted (%)", "Forgetting (pp)", "Upload MB/client/round",
+                 "Download MB/client/round", "Train time (s)"):
+        assert name in header
+    rows = {line.split(" | ")[0].strip("| "): line for line in lines if line.startswith("| ") and "---" not in line}
+    lorm = [m["final_avg_accuracy"] for m in items if m["method"] == "lorm"]
+    expected = f"{statistics.mean(lorm):.2f} ± {statistics.stdev(lorm):.2f}"
+    assert expected in rows["lorm"].split(" | ")[2]
+    joint_cells = [c.strip() for c in rows["joint"].strip("|").split("|")]
+    assert joint_cells[1] == "1"  # seeds
+    assert joint_cells[2] == f"{items[-1]['final_avg_accuracy']:.2f}"  # no "±" for one seed
+    assert joint_cells[4] == "–"  # forgetting undefined
+    assert all(line.count("|") == header.count("|") for line in lines if line.startswith("|"))
+
+
+def test_table_several_betas_and_experiments(tmp_path):
+    items = [_metrics("lorm", 0, beta=b, experiment=e) for e in ("e1", "e2") for b in (0.5, 1)]
+    paths = [_write(tmp_path / e, m) for e, m in zip(("a", "b", "c", "d"), items)]
+    frame = write_tables(paths, str(tmp_path / "m.csv"), str(tmp_path / "m.md"))
+    assert list(zip(frame["experiment"], frame["beta"])) == [("e1", 0.5), ("e1", 1.0), ("e2", 0.5), ("e2", 1.0)]
+    text = (tmp_path / "m.md").read_text()
+    assert text.splitlines()[0] == "# Results: experiments e1, e2; β = 0.5, 1.0"
+    assert "| Experiment | β | Method |" in text
+
+
+def test_missing_key_is_a_one_line_error(tmp_path, runs):
+    paths, items = runs
+    broken = dict(items[0])
+    del broken["final_avg_accuracy_weighted"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(broken))
+    with pytest.raises(MetricsError) as info:
+        write_tables([*paths, str(bad)], str(tmp_path / "x.csv"), str(tmp_path / "x.md"))
+    message = str(info.value)
+    assert "\n" not in message and str(bad) in message and "final_avg_accuracy_weighted" in message
+
+    nested = json.loads(json.dumps(items[0]))
+    del nested["communication"]["upload_bytes_per_client_round"]
+    bad.write_text(json.dumps(nested))
+    with pytest.raises(MetricsError, match="communication.upload_bytes_per_client_round"):
+        load_runs([str(bad)])
+
+
+def test_missing_file_and_duplicates(tmp_path, runs):
+    paths, _ = runs
+    with pytest.raises(MetricsError, match="not found") as info:
+        write_tables([str(tmp_path / "nope.json")], str(tmp_path / "x.csv"), str(tmp_path / "x.md"))
+    assert "nope.json" in str(info.value)
+    with pytest.raises(MetricsError, match="same experiment, beta, method and seed"):
+        load_runs([paths[0], paths[0]])
+    with pytest.raises(MetricsError, match="no metrics files"):
+        load_runs([])
+
+
+# ---------------------------------------------------------------------------------------------------- figures
+
+
+def _assert_png(path) -> None:
+    data = open(path, "rb").read()
+    assert data[:8] == PNG_MAGIC
+    assert len(data) > 5_000
+
+
+def test_figures_written(tmp_path, runs):
+    paths, _ = runs
+    out = tmp_path / "figures"
+    written = make_figures(paths, str(out))
+    assert written == [str(out / "accuracy_per_task.png"), str(out / "accuracy_matrix.png")]
+    assert written == figure_paths([0.5], str(out))
+    for path in written:
+        _assert_png(path)
+
+
+def test_figures_per_beta(tmp_path):
+    items = [_metrics(m, s, beta=b) for b in (0.5, 0.1) for m in ("lorm", "joint") for s in (0, 1)]
+    paths = [_write(tmp_path / "runs", m) for m in items]
+    written = make_figures(paths, str(tmp_path / "f"))
+    names = [p.rsplit("/", 1)[1] for p in written]
+    assert names == ["accuracy_per_task_beta0.5.png", "accuracy_matrix_beta0.5.png",
+                     "accuracy_per_task_beta0.1.png", "accuracy_matrix_beta0.1.png"]
+    assert written == figure_paths([0.5, 0.1, 0.5], str(tmp_path / "f"))
+    for path in written:
+        _assert_png(path)
+
+
+def test_figure_paths_beta_labels():
+    assert figure_paths([1]) == figure_paths([1.0]) == ["figures/accuracy_per_task.png", "figures/accuracy_matrix.png"]
+    assert figure_paths([1, 0.05], "f")[0] == "f/accuracy_per_task_beta1.0.png"
+    assert figure_paths([1, 0.05], "f")[3] == "f/accuracy_matrix_beta0.05.png"
