@@ -89,8 +89,8 @@ def main() -> None:
 
     print(f"lorm.merging micro-benchmark: {BLOCKS * len(SHAPES)} ViT-B/16 layers "
           f"({BLOCKS} x {', '.join(f'{n} {o}x{i}' for n, (o, i) in SHAPES.items())}), K = {K} clients")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {platform.processor() or platform.machine()}, "
-          f"inputs float32, float64 inside")
+    cpu = platform.processor() or platform.machine()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {cpu}, inputs float32, float64 inside")
     print(f"{'stats':<5} {'r':>3}  {'op':<30}{'total_s':>10}" + "".join(f"{n + '_ms':>11}" for n in SHAPES))
 
     for stats, rank_list, repeats in (("diag", ranks, args.repeats), ("full", full_ranks, args.full_repeats)):
@@ -110,11 +110,14 @@ def main() -> None:
                     "Bs": [0.01 * torch.randn(d_out, r, generator=gen) for _ in range(K)],
                     "grams": grams[n],
                 }
-            print(row(stats, r, "lorm_merge_B", time_layers(lambda d: lorm_merge_B(d["Bs"], d["A"], d["grams"]), data, repeats)), flush=True)
-            print(row(stats, r, "lorm_merge_A (pinv)", time_layers(lambda d: lorm_merge_A(d["As"], d["grams"]), data, repeats)), flush=True)
+            ops = [
+                ("lorm_merge_B", lambda d: lorm_merge_B(d["Bs"], d["A"], d["grams"])),
+                ("lorm_merge_A (pinv)", lambda d: lorm_merge_A(d["As"], d["grams"])),
+            ]
             if full:
-                print(row(stats, r, "lorm_merge_A (solve)", time_layers(
-                    lambda d: lorm_merge_A(d["As"], d["grams"], solver="solve"), data, repeats)), flush=True)
+                ops.append(("lorm_merge_A (solve)", lambda d: lorm_merge_A(d["As"], d["grams"], solver="solve")))
+            for op_name, op in ops:
+                print(row(stats, r, op_name, time_layers(op, data, repeats)), flush=True)
         # across tasks: one task's add for every layer, then the deployed delta of every layer
         r = max(rank_list)
         dWs = {n: torch.randn(d_out, r, generator=gen) @ (torch.randn(r, d_in, generator=gen) / d_in**0.5)

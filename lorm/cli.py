@@ -166,8 +166,9 @@ def _user_errors() -> tuple[type, ...]:
     from lorm.data import DataError
     from lorm.federated.simulator import RunError
     from lorm.models.backbones import BackboneError
+    from lorm.reporting import MetricsError
 
-    return (ConfigError, DataError, RunError, BackboneError, FileNotFoundError)
+    return (ConfigError, DataError, RunError, BackboneError, MetricsError, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:

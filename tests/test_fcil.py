@@ -102,7 +102,7 @@ def test_lorm_alternates_b_a_b_and_uploads_only_the_trained_factor(image_setup, 
         assert {"grams", "head_gram", "head", "num_samples", "factors"} <= keys
 
     # Byte count of one B-round upload, computed from the shapes: B factors + head + diagonal stats
-    # + full head Gram + the sample count.
+    # + upper triangle of the head Gram + the sample count.
     from lorm.models.backbones import build_classifier
     from lorm.models.lora import lora_layers
 
@@ -110,8 +110,8 @@ def test_lorm_alternates_b_a_b_and_uploads_only_the_trained_factor(image_setup, 
     layers = lora_layers(model).values()
     r = cfg["model"]["lora_rank"]
     d = model.head.in_features
-    b_round = 4 * (sum(l.out_features * r + l.in_features for l in layers) + 10 * d + 10 + d * d) + 8
-    a_round = 4 * (sum(r * l.in_features + l.in_features for l in layers) + 10 * d + 10 + d * d) + 8
+    b_round = 4 * (sum(l.out_features * r + l.in_features for l in layers) + 10 * d + 10 + d * (d + 1) // 2) + 8
+    a_round = 4 * (sum(r * l.in_features + l.in_features for l in layers) + 10 * d + 10 + d * (d + 1) // 2) + 8
     expected = (2 * b_round + a_round) / 3  # B, A, B in each task
     assert m["communication"]["upload_bytes_per_client_round"] == pytest.approx(expected)
 

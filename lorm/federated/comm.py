@@ -52,3 +52,17 @@ class CommLedger:
             "client_rounds": self.client_rounds,
             "by_kind": {f"{d}_{k}": v for (d, k), v in sorted(self.totals.items())},
         }
+
+
+def pack_symmetric(matrix: torch.Tensor) -> torch.Tensor:
+    """The upper triangle (with diagonal) of a symmetric matrix: d(d+1)/2 numbers instead of d^2 on the wire."""
+    rows, cols = torch.triu_indices(matrix.shape[0], matrix.shape[1], device=matrix.device)
+    return matrix[rows, cols]
+
+
+def unpack_symmetric(packed: torch.Tensor, dim: int) -> torch.Tensor:
+    rows, cols = torch.triu_indices(dim, dim, device=packed.device)
+    out = packed.new_zeros(dim, dim)
+    out[rows, cols] = packed
+    out[cols, rows] = packed
+    return out

@@ -131,8 +131,9 @@ def collect_statistics(
     so that image datasets with augmentation behave as in the spec."""
     model.eval()
     with InputStatistics(modules, kinds) as stats:
+        ordered = data.by_length(indices)  # sums do not depend on the order: visit by length, little padding
         for _ in range(passes):
-            for idx in iterate_batches(indices, runtime.eval_batch_size):
+            for idx in iterate_batches(ordered, runtime.eval_batch_size):
                 inputs, _ = data.batch(idx, runtime.device)
                 mask = EncodedSplit.token_mask(inputs)
                 if mask is not None:
@@ -144,10 +145,11 @@ def collect_statistics(
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, data: EncodedSplit, indices, num_seen: int, runtime: Runtime) -> np.ndarray:
-    """Per-sample correctness with argmax over the logits of the first ``num_seen`` classes (no task identity)."""
+    """Correctness (in length order) with argmax over the logits of the first ``num_seen`` classes (no task
+    identity)."""
     model.eval()
     correct = []
-    for idx in iterate_batches(indices, runtime.eval_batch_size):
+    for idx in iterate_batches(data.by_length(indices), runtime.eval_batch_size):  # accuracy is order-free
         inputs, labels = data.batch(idx, runtime.device)
         with runtime.autocast():
             logits = model(inputs)[:, :num_seen]

@@ -213,7 +213,9 @@ def shrink(gram: Tensor, alpha: float, *, as_diagonal: bool = False) -> Tensor:
         return gram
     if as_diagonal:
         if a != 0.0:
-            raise ValueError(f"as_diagonal=True needs alpha == 0 (got alpha = {alpha!r}): only then is R_alpha(G) diagonal")
+            raise ValueError(
+                f"as_diagonal=True needs alpha == 0 (got alpha = {alpha!r}): only then is R_alpha(G) diagonal"
+            )
         return gram.diagonal().clone()
     g64 = gram.detach().to(torch.float64)
     out = g64 * a

@@ -7,6 +7,7 @@ Across tasks the server keeps S += dW_t G_t, Gamma += G_t and deploys W0 + S Gam
 
 from __future__ import annotations
 
+from lorm.federated.comm import pack_symmetric, unpack_symmetric
 from lorm.federated.training import collect_statistics
 from lorm.merging import TaskAccumulator, lorm_merge_A, lorm_merge_B, merge_head, shrink, sum_grams
 from lorm.methods.base import FederatedLoRA, RunContext
@@ -44,7 +45,8 @@ class LoRM(FederatedLoRA):
 
     def client_statistics(self, task: int, rnd: int, indices) -> dict:
         grams, head_gram = self._backbone_grams(indices, with_head=True)
-        return {"grams": grams, "head_gram": head_gram}
+        # the head Gram is symmetric: ship its upper triangle only (half the dominant part of the upload)
+        return {"grams": grams, "head_gram": pack_symmetric(head_gram)}
 
     def merge_factors(self, task, rnd, phase, uploads) -> None:
         for name in self.layers:
@@ -60,7 +62,8 @@ class LoRM(FederatedLoRA):
     def merge_head(self, uploads) -> None:
         weight, bias = merge_head(
             [u["head"]["weight"] for u in uploads], [u["head"]["bias"] for u in uploads],
-            [u["head_gram"] for u in uploads], [u["num_samples"] for u in uploads])
+            [unpack_symmetric(u["head_gram"], self.model.head.in_features) for u in uploads],
+            [u["num_samples"] for u in uploads])
         self.head = {"weight": weight, "bias": bias}
 
     def end_task(self, task: int) -> None:
