@@ -45,3 +45,26 @@ def test_forgetting_and_weighted_accuracy_by_hand():
     s = summarise(matrix, [0, 1, 2], [10, 30, 60])
     assert s["final_avg_accuracy"] == pytest.approx(185 / 3)
     assert average_forgetting([[50.0, 60.0]], [1]) is None  # evaluated once (joint): undefined
+
+
+def test_predict_returns_rows_in_the_given_order_despite_length_sorting():
+    """Evaluation visits text rows sorted by length; the correctness vector must still follow the input order."""
+    import numpy as np
+
+    from lorm.data.tensors import EncodedSplit
+    from lorm.federated.training import Runtime, predict
+
+    lengths = torch.tensor([5, 2, 7, 3, 1, 6])
+    mask = (torch.arange(8)[None, :] < lengths[:, None]).long()
+    data = EncodedSplit("text", {"input_ids": torch.ones(6, 8, dtype=torch.long), "attention_mask": mask},
+                        labels=torch.tensor([0, 1, 0, 1, 0, 1]))
+
+    class ByLength(torch.nn.Module):  # predicts class 1 exactly for sequences longer than 4 tokens
+        def forward(self, inputs):
+            long = (inputs["attention_mask"].sum(1) > 4).float()
+            return torch.stack([1 - long, long], 1)
+
+    rows = np.array([3, 0, 5, 1])
+    out = predict(ByLength(), data, rows, 2, Runtime(torch.device("cpu"), eval_batch_size=2))
+    expected = [(lengths[i] > 4).item() == bool(data.labels[i]) for i in rows]
+    assert out.tolist() == expected

@@ -26,13 +26,14 @@ class EncodedSplit:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def by_length(self, indices) -> np.ndarray:
-        """``indices`` reordered by sequence length (text) so that order-free passes carry little padding."""
+    def length_order(self, indices) -> np.ndarray:
+        """Permutation of ``indices`` that visits text rows by sequence length, so that passes whose result
+        does not depend on the order carry little padding (identity for images)."""
         indices = np.asarray(indices, dtype=np.int64)
         if self.modality != "text" or len(indices) == 0:
-            return indices
+            return np.arange(len(indices))
         lengths = self.inputs["attention_mask"][torch.as_tensor(indices)].sum(1).numpy()
-        return indices[np.argsort(lengths, kind="stable")]
+        return np.argsort(lengths, kind="stable")
 
     def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu"):
         """Inputs for the rows ``idx``: a dict for text, a float tensor for images; and their labels."""

@@ -131,7 +131,10 @@ def run_experiment(cfg: dict, method: str, seed: int, beta: float, dataset: dict
             algo.deploy()
             seen_tasks = range(t + 1) if federated else range(len(task_ranges))
             num_seen = task_ranges[seen_tasks[-1]][1]
-            row = [100.0 * float(predict(model, test, test_by_task[j], num_seen, runtime).mean()) for j in seen_tasks]
+            # one pass over every seen test sample (length-sorted batches), then split by task
+            correct = predict(model, test, np.concatenate([test_by_task[j] for j in seen_tasks]), num_seen, runtime)
+            ends = np.cumsum([len(test_by_task[j]) for j in seen_tasks])
+            row = [100.0 * float(part.mean()) for part in np.split(correct, ends[:-1])]
         matrix.append(row)
         evaluated.append(t if federated else len(task_ranges) - 1)
         log.info("after task %d/%d: mean accuracy on seen tasks %.2f%%", t + 1, len(run_ranges), float(np.mean(row)))

@@ -131,7 +131,8 @@ def collect_statistics(
     so that image datasets with augmentation behave as in the spec."""
     model.eval()
     with InputStatistics(modules, kinds) as stats:
-        ordered = data.by_length(indices)  # sums do not depend on the order: visit by length, little padding
+        indices = np.asarray(indices, dtype=np.int64)
+        ordered = indices[data.length_order(indices)]  # sums are order-free: visit by length, little padding
         for _ in range(passes):
             for idx in iterate_batches(ordered, runtime.eval_batch_size):
                 inputs, _ = data.batch(idx, runtime.device)
@@ -145,16 +146,20 @@ def collect_statistics(
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, data: EncodedSplit, indices, num_seen: int, runtime: Runtime) -> np.ndarray:
-    """Correctness (in length order) with argmax over the logits of the first ``num_seen`` classes (no task
-    identity)."""
+    """Correctness of each row of ``indices`` (same order) with argmax over the logits of the first
+    ``num_seen`` classes: no task identity. Rows are visited sorted by length (accuracy is order-free)."""
     model.eval()
-    correct = []
-    for idx in iterate_batches(data.by_length(indices), runtime.eval_batch_size):  # accuracy is order-free
+    indices = np.asarray(indices, dtype=np.int64)
+    perm = data.length_order(indices)
+    correct = np.zeros(len(indices), dtype=bool)
+    start = 0
+    for idx in iterate_batches(indices[perm], runtime.eval_batch_size):
         inputs, labels = data.batch(idx, runtime.device)
         with runtime.autocast():
             logits = model(inputs)[:, :num_seen]
-        correct.append((logits.argmax(1) == labels).cpu().numpy())
-    return np.concatenate(correct) if correct else np.zeros(0, dtype=bool)
+        correct[perm[start:start + len(idx)]] = (logits.argmax(1) == labels).cpu().numpy()
+        start += len(idx)
+    return correct
 
 
 def trainable(params: Iterable[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
