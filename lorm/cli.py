@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch threads (overrides runtime.threads)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N | mps (overrides runtime.device)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--checkpoint", default=None, metavar="FILE",
+                   help="state saved after every task (default: OUT.ckpt); a run killed and started again with the "
+                        "same arguments continues after the last completed task with identical results")
+    p.add_argument("--no-resume", action="store_true", help="ignore (and overwrite) an existing checkpoint")
 
     p = sub.add_parser("table", help="results table (CSV + Markdown) from metrics files")
     p.add_argument("--runs", nargs="+", required=True, help="metrics.json files")
@@ -134,9 +138,13 @@ def cmd_run(args) -> None:
 
         raise RunError(f"partition {args.partition} was made for beta={partition['beta']} seed={partition['seed']}, "
                        f"not beta={beta} seed={args.seed}")
+    checkpoint = Path(args.checkpoint or args.out + ".ckpt")
+    if args.no_resume and checkpoint.exists():
+        checkpoint.unlink()
     metrics = run_experiment(cfg, args.method, args.seed, beta, dataset, partition,
-                             progress=False if args.no_progress else None)
+                             progress=False if args.no_progress else None, checkpoint=str(checkpoint))
     _write_json(metrics, args.out)
+    checkpoint.unlink(missing_ok=True)  # only once the complete metrics are on disk
     logging.getLogger("lorm").info(
         "%s seed %d: final average accuracy %.2f%% (task mean), %.2f%% (sample weighted); %.0f s -> %s",
         args.method, args.seed, metrics["final_avg_accuracy"], metrics["final_avg_accuracy_weighted"],

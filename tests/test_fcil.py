@@ -176,3 +176,75 @@ def test_cli_help_explains():
     assert proc.returncode == 0
     for word in ("--method", "--seed", "--beta", "--partition", "--set"):
         assert word in proc.stdout
+
+
+def _tiny_resume_config(tmp_path):
+    import yaml
+
+    cfg = tiny_image_config(num_tasks=5, rounds=2)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in cfg.items()}))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["lorm", "fedavg-lora"])
+def test_killed_run_resumes_with_identical_metrics(tmp_path, method):
+    """Kill the process (SIGKILL) once it has checkpointed task 2 of 5, start it again with the same command,
+    and compare with an uninterrupted run: the metrics must be exactly equal (wall times aside)."""
+    import signal
+    import time
+
+    config = _tiny_resume_config(tmp_path)
+
+    def cmd(out):
+        return [sys.executable, "-m", "lorm", "run", "--config", str(config), "--method", method, "--seed", "1",
+                "--out", str(out), "--no-progress"]
+
+    ref_out = tmp_path / "ref.json"
+    subprocess.run(cmd(ref_out), check=True, capture_output=True, timeout=600)
+
+    out = tmp_path / "killed.json"
+    ckpt = Path(str(out) + ".ckpt")
+    proc = subprocess.Popen(cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if ckpt.exists() and torch.load(ckpt, weights_only=False)["next_task"] >= 2:
+            break
+        if proc.poll() is not None:
+            pytest.fail("run finished before it could be killed: " + proc.stderr.read().decode()[-500:])
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and ckpt.exists()
+
+    resumed = subprocess.run(cmd(out), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stderr
+    assert not ckpt.exists()  # removed once the metrics are written
+    a, b = json.loads(ref_out.read_text()), json.loads(out.read_text())
+    assert b["resumed_after_task"] >= 2 and a["resumed_after_task"] is None
+    for key in ("accuracy_matrix", "final_avg_accuracy", "final_avg_accuracy_weighted", "avg_forgetting",
+                "communication", "task_test_sizes"):
+        assert a[key] == b[key], key
+
+
+def test_checkpoint_of_another_run_is_refused(tmp_path, image_setup):
+    from lorm.federated.checkpoint import save_checkpoint
+    from lorm.federated.simulator import RunError
+
+    cfg, ds = image_setup
+    ckpt = tmp_path / "x.ckpt"
+    save_checkpoint(ckpt, {"fingerprint": "someone else's run", "next_task": 1})
+    with pytest.raises(RunError, match="different run"):
+        run_experiment(cfg, "lorm", seed=0, beta=0.5, dataset=ds, checkpoint=str(ckpt))
+
+
+def test_tasks_that_do_not_divide_the_classes_are_a_one_line_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: {name: synthetic-images, train_per_class: 4, test_per_class: 2}\n"
+                   "model: {backbone: vit-tiny-test}\nfcil: {num_tasks: 4}\n")
+    proc = subprocess.run([sys.executable, "-m", "lorm", "run", "--config", str(bad), "--method", "lorm",
+                           "--out", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "fcil" in proc.stderr and "task_sizes" in proc.stderr

@@ -40,6 +40,13 @@ class CommLedger:
         if kind == "round":
             self.client_rounds += 1
 
+    def state_dict(self) -> dict:
+        return {"totals": [[d, k, v] for (d, k), v in self.totals.items()], "client_rounds": self.client_rounds}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.totals = defaultdict(int, {(d, k): v for d, k, v in state["totals"]})
+        self.client_rounds = int(state["client_rounds"])
+
     def summary(self) -> dict:
         per = max(self.client_rounds, 1)
         up_round = self.totals[("upload", "round")]

@@ -3,7 +3,6 @@ one process, evaluation after every task on all seen classes without task identi
 
 from __future__ import annotations
 
-import copy
 import logging
 import sys
 import time
@@ -12,8 +11,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from lorm.config import method_config
+from lorm.data import DataError
 from lorm.data.partition import partition_fcil
 from lorm.data.tensors import encode_split
+from lorm.federated.checkpoint import load_checkpoint, rng_state, run_fingerprint, save_checkpoint, set_rng_state
 from lorm.federated.comm import CommLedger
 from lorm.federated.training import Runtime, derive_seed, generator, predict
 from lorm.methods import METHODS
@@ -28,24 +30,22 @@ class RunError(ValueError):
     """Inputs of a run do not fit together (dataset vs partition, method name, ...). One-line message."""
 
 
-def method_config(cfg: dict, method: str) -> dict:
-    """The config with ``method_params[method]`` merged over the optim/lorm sections."""
-    out = copy.deepcopy(cfg)
-    for section, values in (cfg.get("method_params") or {}).get(method, {}).items():
-        out[section].update(values)
-    return out
-
-
 def make_partition(cfg: dict, dataset: dict, beta: float, seed: int) -> dict:
     from lorm.data.partition import class_order_from
 
     fcil = cfg["fcil"]
     num_classes = len(dataset["classes"])
-    order = class_order_from(fcil["class_order"], num_classes, np.random.default_rng(derive_seed(seed, 7)))
-    return partition_fcil(
-        dataset["train"]["label"], dataset["test"]["label"], order, fcil["num_tasks"], fcil["num_clients"], beta,
-        seed, min_samples=fcil["min_samples"], max_redraws=fcil["max_redraws"], task_sizes=fcil["task_sizes"],
-    )
+    try:
+        order = class_order_from(fcil["class_order"], num_classes, np.random.default_rng(derive_seed(seed, 7)))
+        return partition_fcil(
+            dataset["train"]["label"], dataset["test"]["label"], order, fcil["num_tasks"], fcil["num_clients"],
+            beta, seed, min_samples=fcil["min_samples"], max_redraws=fcil["max_redraws"],
+            task_sizes=fcil["task_sizes"],
+        )
+    except ValueError as exc:  # the split or the partition do not fit the dataset: a config problem
+        if isinstance(exc, DataError):
+            raise
+        raise RunError(f"config section fcil: {exc}") from None
 
 
 def _check_inputs(dataset: dict, partition: dict, method: str) -> None:
@@ -64,12 +64,21 @@ def _check_inputs(dataset: dict, partition: dict, method: str) -> None:
 
 
 def run_experiment(cfg: dict, method: str, seed: int, beta: float, dataset: dict, partition: dict | None = None,
-                   progress: bool | None = None) -> dict:
-    """Run one method x seed x beta; returns the metrics dict of docs/architecture.md."""
+                   progress: bool | None = None, checkpoint: str | None = None) -> dict:
+    """Run one method x seed x beta; returns the metrics dict of docs/architecture.md.
+
+    With ``checkpoint`` (a file path) the run saves its state after every task and, if the file exists from
+    an interrupted run of the same configuration, continues after the last completed task. The caller removes
+    it once the metrics are written."""
     started = time.perf_counter()
     partition = partition if partition is not None else make_partition(cfg, dataset, beta, seed)
     _check_inputs(dataset, partition, method)
     cfg = method_config(cfg, method)
+    fingerprint = run_fingerprint(cfg, method, seed, beta, partition)
+    try:
+        resumed = load_checkpoint(checkpoint, fingerprint) if checkpoint else None
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
     fcil, rt_cfg = cfg["fcil"], cfg["runtime"]
     torch.set_num_threads(rt_cfg["threads"])
     torch.manual_seed(derive_seed(seed, 0))  # only dropout draws from the global RNG; every other draw is explicit
@@ -105,13 +114,22 @@ def run_experiment(cfg: dict, method: str, seed: int, beta: float, dataset: dict
         cfg["fcil"]["local_epochs"] = cfg["joint"]["epochs"] or fcil["rounds"] * fcil["local_epochs"]
     ctx = RunContext(model, train, cfg, runtime, seed, run_ranges, client_indices)
     algo = METHODS[method](ctx)
+    matrix, evaluated, first_task, previous_wall = [], [], 0, 0.0
+    if resumed is not None:
+        algo.load_state_dict(resumed["method_state"])
+        ctx.ledger.load_state_dict(resumed["ledger"])
+        ctx.timers.seconds.update(resumed["timers"])
+        set_rng_state(resumed["rng"])
+        matrix, evaluated = resumed["accuracy_matrix"], resumed["eval_after_task"]
+        first_task, previous_wall = resumed["next_task"], resumed["wall_total"]
+        log.info("resuming from %s after task %d/%d", checkpoint, first_task, len(run_ranges))
 
     show = rt_cfg["progress"] if progress is None else progress
     total_steps = sum(rounds * len(clients) for clients in client_indices)
     bar = tqdm(total=total_steps, desc=f"{method} seed {seed}", disable=not show, file=sys.stderr,
-               mininterval=0.5 if sys.stderr.isatty() else 15.0, dynamic_ncols=True)
-    matrix, evaluated = [], []
-    for t in range(len(run_ranges)):
+               mininterval=0.5 if sys.stderr.isatty() else 15.0, dynamic_ncols=True,
+               initial=sum(rounds * len(clients) for clients in client_indices[:first_task]))
+    for t in range(first_task, len(run_ranges)):
         algo.begin_task(t)
         for rnd in range(rounds):
             state = algo.broadcast(t, rnd)
@@ -138,10 +156,16 @@ def run_experiment(cfg: dict, method: str, seed: int, beta: float, dataset: dict
         matrix.append(row)
         evaluated.append(t if federated else len(task_ranges) - 1)
         log.info("after task %d/%d: mean accuracy on seen tasks %.2f%%", t + 1, len(run_ranges), float(np.mean(row)))
+        if checkpoint and t + 1 < len(run_ranges):
+            save_checkpoint(checkpoint, {
+                "fingerprint": fingerprint, "next_task": t + 1, "method_state": algo.state_dict(),
+                "accuracy_matrix": matrix, "eval_after_task": evaluated, "ledger": ctx.ledger.state_dict(),
+                "timers": dict(ctx.timers.seconds), "rng": rng_state(),
+                "wall_total": previous_wall + time.perf_counter() - started})
     bar.close()
 
     wall = dict(ctx.timers.seconds)
-    wall["total"] = time.perf_counter() - started
+    wall["total"] = previous_wall + time.perf_counter() - started
     comm = ctx.ledger.summary() if federated else CommLedger().summary()
     return {
         "experiment": cfg["experiment"], "method": method, "seed": int(seed), "beta": float(beta),
@@ -150,5 +174,6 @@ def run_experiment(cfg: dict, method: str, seed: int, beta: float, dataset: dict
         **summarise(matrix, evaluated, [int(len(ix)) for ix in test_by_task]),
         "communication": comm, "wall_time_s": wall,
         "partition": {"redraws": [task.get("redraws") for task in partition["tasks"]]},
+        "resumed_after_task": None if resumed is None else int(resumed["next_task"]),
         "device": str(runtime.device), "config": cfg,
     }

@@ -84,6 +84,13 @@ class Method(abc.ABC):
     def deploy(self) -> None:
         """Put the model in the state that is evaluated after the current task."""
 
+    def state_dict(self) -> dict:
+        """Server state that must survive a restart between tasks (checkpointing)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
 
 class FederatedLoRA(Method):
     """LoRA factors + head trained on clients; subclasses choose phases and merges."""
@@ -94,7 +101,8 @@ class FederatedLoRA(Method):
     def __init__(self, ctx: RunContext):
         super().__init__(ctx)
         self.factors: dict[str, dict[str, torch.Tensor]] = {}
-        self.head: dict[str, torch.Tensor] = {}
+        # the global head, carried across tasks (rows of future classes keep their initial values)
+        self.head = {k: v.detach().clone() for k, v in self.model.head.state_dict().items()}
         self.optim = ctx.cfg["optim"]
 
     # ---- what subclasses decide -------------------------------------------------------------------
@@ -123,10 +131,15 @@ class FederatedLoRA(Method):
         for layer in self.layers.values():
             layer.reset_lora(gen, a_init=self.a_init, b_init=self.b_init)
         self.factors = get_factors(self.model)
-        self.head = {k: v.detach().clone() for k, v in self.model.head.state_dict().items()}
 
     def broadcast(self, task: int, rnd: int) -> dict:
         return {"factors": self.factors, "head": self.head}
+
+    def state_dict(self) -> dict:
+        return {"factors": self.factors, "head": self.head}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.factors, self.head = state["factors"], state["head"]
 
     def load_state(self, state: dict) -> None:
         """Client side: start from the server's factors and head, without any deployed delta."""
@@ -203,3 +216,9 @@ class MeanOfTaskDeltas:
 
     def mean(self) -> dict[str, torch.Tensor]:
         return {name: (s / self.count).float() for name, s in self.sums.items()}
+
+    def state_dict(self) -> dict:
+        return {"sums": self.sums, "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sums, self.count = dict(state["sums"]), int(state["count"])

@@ -18,3 +18,10 @@ class FedAvgLoRA(FederatedLoRA):
 
     def deploy(self) -> None:
         self.set_deployed(self.task_deltas.mean())
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "task_deltas": self.task_deltas.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.task_deltas.load_state_dict(state["task_deltas"])

@@ -84,6 +84,14 @@ class LoRM(FederatedLoRA):
                 self.accumulator.add(name, self.task_delta(name), sum_grams(per_layer[name]))
         self.tasks_merged += 1
 
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "accumulator": self.accumulator.state_dict(), "tasks_merged": self.tasks_merged}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.accumulator.load_state_dict(state["accumulator"])
+        self.tasks_merged = int(state["tasks_merged"])
+
     def deploy(self) -> None:
         if self.tasks_merged <= 1:  # first task: W0 + B_0 A_0 (spec section 7.3)
             deltas = {name: self.task_delta(name) for name in self.layers}
