@@ -272,7 +272,8 @@ def test_synthetic_templates_do_not_depend_on_split_sizes():
 
 # ----------------------------------------------------------------------------------------------- registry / io
 def test_registry_and_unknown_name(fake_dir):
-    assert set(DATASETS) == {"wordnet40", "synthetic-images"}
+    assert set(DATASETS) == {"wordnet40", "synthetic-images", "cifar100", "imagenet-r", "imagenet-a", "eurosat",
+                             "cub200", "cars196"}
     ds = build_dataset({"name": "wordnet40", "root": str(fake_dir), "train_per_class": 5, "test_per_class": 2,
                         "seed": 0, "image_size": 32})
     assert ds == build_wordnet40(fake_dir, 5, 2, seed=0)
@@ -280,8 +281,8 @@ def test_registry_and_unknown_name(fake_dir):
                          "seed": 0, "image_size": 8, "num_classes": 5})
     assert img["train"]["images"].shape == (15, 8, 8, 3)
     with pytest.raises(DataError) as exc:
-        build_dataset({"name": "cifar100"})
-    assert "cifar100" in str(exc.value) and "synthetic-images" in str(exc.value) and "wordnet40" in str(exc.value)
+        build_dataset({"name": "no-such-dataset"})
+    assert "no-such-dataset" in str(exc.value) and "synthetic-images" in str(exc.value) and "wordnet40" in str(exc.value)
 
 
 def test_save_load_text_and_image(tmp_path, fake_dir):

@@ -248,3 +248,24 @@ def test_tasks_that_do_not_divide_the_classes_are_a_one_line_error(tmp_path):
                            "--out", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "fcil" in proc.stderr and "task_sizes" in proc.stderr
+
+
+def test_lorm_on_a_fabricated_cifar100_layout_with_augmentation(tmp_path):
+    """The paper path on tiny shapes: CIFAR-100 pickles on disk -> the real loader -> per-batch RRC/flip
+    transforms (training and, as in the official code, statistics passes) -> tiny ViT -> LoRM."""
+    from test_vision_data import _fake_cifar
+
+    _fake_cifar(tmp_path, n_classes=4, train_per=8, test_per=3)
+    cfg = load_config(None, {
+        "dataset": {"name": "cifar100", "root": str(tmp_path), "image_size": 32, "strict": False},
+        "model": {"backbone": "vit-tiny-test", "lora_rank": 2},
+        "fcil": {"num_tasks": 2, "num_clients": 2, "rounds": 2, "min_samples": 1},
+        "lorm": {"stats_passes": 2},
+        "runtime": {"threads": 2, "progress": False},
+    })
+    ds = build_dataset(cfg["dataset"])
+    assert ds["train"]["images"].shape == (32, 32, 32, 3)
+    a = run_experiment(cfg, "lorm", seed=0, beta=0.5, dataset=ds)
+    b = run_experiment(cfg, "lorm", seed=0, beta=0.5, dataset=ds)
+    assert a["accuracy_matrix"] == b["accuracy_matrix"]  # augmentation draws are seeded too
+    assert len(a["accuracy_matrix"]) == 2 and a["task_test_sizes"] == [6, 6]

@@ -49,10 +49,30 @@ def _build_synthetic_images(cfg: dict) -> dict:
     )
 
 
+def _vision_builder(name: str) -> Callable[[dict], dict]:
+    """Builder of one of the six paper image data sets (lorm.data.vision), read from ``cfg["root"]`` in its
+    official layout; passes image_size (default 224), seed and the loader's own options (strict,
+    cub_int8_wrap, split, ...), ignoring the other keys."""
+
+    def build(cfg: dict) -> dict:
+        from lorm.data.vision import load_vision_dataset
+
+        options = {k: v for k, v in cfg.items() if k not in ("name", "root", "image_size", "seed")}
+        return load_vision_dataset(name, cfg.get("root"), image_size=cfg.get("image_size", 224),
+                                   seed=cfg.get("seed", 0), **options)
+
+    build.__name__ = build.__qualname__ = f"_build_{name.replace('-', '_')}"
+    return build
+
+
+#: The paper's image data sets (lorm.data.vision.LOADERS; listed here so that importing this module stays cheap).
+VISION_DATASETS = ("cifar100", "imagenet-r", "imagenet-a", "eurosat", "cub200", "cars196")
+
 #: name -> builder(cfg_dataset) -> Dataset dict
 DATASETS: dict[str, Callable[[dict], dict]] = {
     "wordnet40": _build_wordnet40,
     "synthetic-images": _build_synthetic_images,
+    **{name: _vision_builder(name) for name in VISION_DATASETS},
 }
 
 

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from lorm.config import method_config
 from lorm.data import DataError
 from lorm.data.partition import partition_fcil
-from lorm.data.tensors import encode_split
+from lorm.data.tensors import encode_split, image_transforms
 from lorm.federated.checkpoint import load_checkpoint, rng_state, run_fingerprint, save_checkpoint, set_rng_state
 from lorm.federated.comm import CommLedger
 from lorm.federated.training import Runtime, derive_seed, generator, predict
@@ -93,8 +93,11 @@ def run_experiment(cfg: dict, method: str, seed: int, beta: float, dataset: dict
 
     model = build_classifier(cfg["model"], len(order), generator=generator(seed, 0)).to(runtime.device)
     spec = model.spec
-    encode_kw = dict(max_length=cfg["dataset"]["max_length"], image_size=spec.image_size,
-                     normalisation=spec.normalisation)
+    encode_kw = dict(max_length=cfg["dataset"]["max_length"])
+    if spec.modality == "image":
+        # the LoRA methods follow the official LoRM runs' preprocessing when asked (spec Q6)
+        encode_kw["transforms"] = image_transforms(dataset["name"], cfg["dataset"].get("preprocessing", "intended"),
+                                                   spec.image_size)
     if spec.modality != dataset.get("modality", "text"):
         raise RunError(f"backbone {spec.name} takes {spec.modality} but dataset {dataset['name']} is "
                        f"{dataset.get('modality')}: set model.backbone to a {dataset.get('modality')} backbone")

@@ -95,9 +95,10 @@ def train_local(
     scaler = runtime.grad_scaler()
     model.train()
     total_loss, steps, seen = 0.0, 0, 0
+    augment_gen = torch.Generator().manual_seed(derive_seed(gen.initial_seed(), 1))  # own stream: crops/flips
     for _ in range(epochs):
         for idx in iterate_batches(indices, runtime.batch_size, gen, shuffle=True):
-            inputs, labels = data.batch(idx, runtime.device)
+            inputs, labels = data.batch(idx, runtime.device, augment=True, generator=augment_gen)
             with runtime.autocast():
                 logits = model(inputs)[:, lo:hi]
                 loss = F.cross_entropy(logits.float(), labels - lo)
@@ -123,19 +124,20 @@ def collect_statistics(
     *,
     runtime: Runtime,
     passes: int = 1,
+    augment_gen: torch.Generator | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
     """Input statistics of ``modules`` over the client's data (eval mode, no gradients, padding excluded).
 
-    Returns (statistics, token counts). Text has no training augmentation, so several passes would only
-    rescale the statistics (a common factor that cancels in every merge); they are still run as configured
-    so that image datasets with augmentation behave as in the spec."""
+    With ``augment_gen`` the passes see training augmentation (spec Q7: the official statistics passes do), so
+    several passes see different crops. Text has no augmentation: extra passes only rescale the statistics
+    (a common factor that cancels in every merge). Returns (statistics, token counts)."""
     model.eval()
     with InputStatistics(modules, kinds) as stats:
         indices = np.asarray(indices, dtype=np.int64)
         ordered = indices[data.length_order(indices)]  # sums are order-free: visit by length, little padding
         for _ in range(passes):
             for idx in iterate_batches(ordered, runtime.eval_batch_size):
-                inputs, _ = data.batch(idx, runtime.device)
+                inputs, _ = data.batch(idx, runtime.device, augment=augment_gen is not None, generator=augment_gen)
                 mask = EncodedSplit.token_mask(inputs)
                 if mask is not None:
                     stats.set_token_mask(mask)

@@ -121,7 +121,7 @@ class FederatedLoRA(Method):
         weights = [u["num_samples"] for u in uploads]
         self.head = {k: fedavg([u["head"][k] for u in uploads], weights) for k in ("weight", "bias")}
 
-    def client_statistics(self, task: int, rnd: int, indices) -> dict:
+    def client_statistics(self, client: int, task: int, rnd: int, indices) -> dict:
         """Extra upload computed after local training (LoRM: input statistics)."""
         return {}
 
@@ -178,7 +178,7 @@ class FederatedLoRA(Method):
             "num_samples": len(indices),
         }
         with self.ctx.timers("statistics"):
-            upload.update(self.client_statistics(task, rnd, indices))
+            upload.update(self.client_statistics(client, task, rnd, indices))
         return upload
 
     def aggregate(self, task: int, rnd: int, uploads: list[dict]) -> None:

@@ -8,7 +8,7 @@ Across tasks the server keeps S += dW_t G_t, Gamma += G_t and deploys W0 + S Gam
 from __future__ import annotations
 
 from lorm.federated.comm import pack_symmetric, unpack_symmetric
-from lorm.federated.training import collect_statistics
+from lorm.federated.training import collect_statistics, generator
 from lorm.merging import TaskAccumulator, lorm_merge_A, lorm_merge_B, merge_head, shrink, sum_grams
 from lorm.methods.base import FederatedLoRA, RunContext
 
@@ -24,6 +24,7 @@ class LoRM(FederatedLoRA):
         self.alpha_backbone = cfg["alpha_backbone"]
         self.alpha_head = cfg["alpha_head"]
         self.passes = cfg["stats_passes"]
+        self.stats_augment = cfg.get("stats_augment", True)
         # With alpha 0 only the diagonal of each Gram is used, so only the diagonal is computed (quirk Q2).
         self.backbone_kind = "diag" if self.alpha_backbone == 0 else "full"
         self.accumulator = TaskAccumulator()
@@ -33,18 +34,20 @@ class LoRM(FederatedLoRA):
         # B first: with B = 0 the gradient of A is zero, so an A-round first would be a no-op.
         return ("B",) if rnd % 2 == 0 else ("A",)
 
-    def _backbone_grams(self, indices, with_head: bool) -> dict:
+    def _backbone_grams(self, indices, with_head: bool, stream: tuple[int, ...]) -> dict:
         modules = dict(self.layers)
         kinds = {name: self.backbone_kind for name in self.layers}
         if with_head:
             modules[HEAD], kinds[HEAD] = self.model.head, "full"
+        # augmentation of the statistics passes has its own random stream per (kind, task, round, client)
+        augment = generator(self.ctx.seed, *stream) if self.stats_augment else None
         stats, _ = collect_statistics(self.model, self.ctx.train, indices, modules, kinds,
-                                      runtime=self.ctx.runtime, passes=self.passes)
+                                      runtime=self.ctx.runtime, passes=self.passes, augment_gen=augment)
         grams = {name: shrink(stats[name], self.alpha_backbone) for name in self.layers}
         return grams, (shrink(stats[HEAD], self.alpha_head) if with_head else None)
 
-    def client_statistics(self, task: int, rnd: int, indices) -> dict:
-        grams, head_gram = self._backbone_grams(indices, with_head=True)
+    def client_statistics(self, client: int, task: int, rnd: int, indices) -> dict:
+        grams, head_gram = self._backbone_grams(indices, with_head=True, stream=(3, task, rnd, client))
         # the head Gram is symmetric: ship its upper triangle only (half the dominant part of the upload)
         return {"grams": grams, "head_gram": pack_symmetric(head_gram)}
 
@@ -71,11 +74,11 @@ class LoRM(FederatedLoRA):
         ctx = self.ctx
         per_layer = {name: [] for name in self.layers}
         state = {"factors": self.factors, "head": self.head}
-        for indices in ctx.client_indices[task]:
+        for client, indices in enumerate(ctx.client_indices[task]):
             ctx.ledger.download({"factors": self.factors}, kind="end_of_task")
             self.load_state(state)
             with ctx.timers("statistics"):
-                grams, _ = self._backbone_grams(indices, with_head=False)
+                grams, _ = self._backbone_grams(indices, with_head=False, stream=(4, task, client))
             ctx.ledger.upload(grams, kind="end_of_task")
             for name, g in grams.items():
                 per_layer[name].append(g)

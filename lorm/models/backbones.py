@@ -30,7 +30,6 @@ class BackboneSpec:
     lora_targets: list[str] = field(default_factory=list)  # regexes relative to the wrapped model (see prefix)
     prefix: str = ""  # where the wrapped model sits inside Classifier
     image_size: int | None = None  # input resolution for image backbones
-    normalisation: tuple[float, float] = (0.5, 0.5)  # (mean, std) applied to [0, 1] pixels
 
 
 class TextEncoder(nn.Module):
