@@ -24,10 +24,12 @@ import yaml
 
 __all__ = [
     "SCHEMA_PATH",
+    "EXPERIMENT_OVERRIDES",
     "ConfigError",
     "beta_label",
     "deep_merge",
     "load_config",
+    "load_experiments",
     "load_schema",
     "method_config",
     "parse_set_overrides",
@@ -36,6 +38,10 @@ __all__ = [
 ]
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
+
+#: Top-level keys an including config (one with ``experiments``) may set besides ``experiments``: they replace
+#: the same keys of every listed experiment file.
+EXPERIMENT_OVERRIDES = ("methods", "seeds")
 
 
 class ConfigError(ValueError):
@@ -298,16 +304,83 @@ def _read_yaml(path: str | os.PathLike) -> dict:
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: Mapping | None = None) -> dict:
-    """Read a YAML config (``None`` = schema defaults only), deep-merge ``overrides``, validate, fill defaults."""
+    """Read a YAML config (``None`` = schema defaults only), deep-merge ``overrides``, validate, fill defaults.
+
+    The result is ONE experiment: a file that lists ``experiments`` (e.g. config/paper.yaml) is an error naming
+    the fix (load one of the listed files, or all of them with :func:`load_experiments`).
+    """
     cfg = {} if path is None else _read_yaml(path)
     if overrides:
         cfg = deep_merge(cfg, overrides)
     try:
-        return dict(validate_config(cfg))
+        resolved = dict(validate_config(cfg))
     except ConfigError as exc:
         if path is None:
             raise
         raise ConfigError(f"{path}: {exc}") from None
+    if resolved.get("experiments"):
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(
+            f"{where}config key experiments: this config lists {len(resolved['experiments'])} experiment files"
+            f" (run them all with snakemake; a single run needs one of them, e.g. {resolved['experiments'][0]})"
+        )
+    return resolved
+
+
+def load_experiments(including: Mapping, base_dir: str | os.PathLike = ".", source: str = "config") -> dict[str, dict]:
+    """The experiments of an including config: ``{experiment name: validated config}`` in listed order.
+
+    ``including`` is the raw including config: ``experiments`` (a list of config file paths, relative to
+    ``base_dir``) and optionally ``methods`` and ``seeds``, which replace those of every listed file (see
+    :data:`EXPERIMENT_OVERRIDES`); any other key is an error, because it would be silently ignored. Every listed
+    file is a complete single-experiment config, validated on its own (errors name the file and the key); two
+    files naming the same experiment are an error. ``source`` names the including config in messages.
+    """
+    if not isinstance(including, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of config keys, got {_json_type(including)}")
+    allowed = ("experiments", *EXPERIMENT_OVERRIDES)
+    extra = [key for key in including if key not in allowed]
+    if extra:
+        raise ConfigError(
+            f"{source}: config key {extra[0]}: not allowed next to experiments (each listed file is a complete"
+            f" experiment; the including file may set only {', '.join(allowed)}: put other settings in the"
+            " listed files)"
+        )
+    given = {key: copy.deepcopy(including[key]) for key in allowed if key in including}
+    try:
+        validate_config(copy.deepcopy(given))  # types of experiments / methods / seeds
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    paths = given.pop("experiments", None)
+    if not paths:
+        raise ConfigError(f"{source}: config key experiments: needs at least 1 item")
+    experiments: dict[str, dict] = {}
+    where: dict[str, str] = {}
+    for entry in paths:
+        path = Path(entry) if os.path.isabs(entry) else Path(base_dir) / entry
+        raw = _read_yaml(path)
+        if "experiment" not in raw:
+            raise ConfigError(
+                f"{entry}: config key experiment: missing (every listed file must name its experiment: it names"
+                " the output folders)"
+            )
+        if raw.get("experiments"):
+            raise ConfigError(
+                f"{entry}: config key experiments: a listed experiment file cannot list experiments itself"
+            )
+        try:
+            cfg = dict(validate_config(deep_merge(raw, given)))
+        except ConfigError as exc:
+            raise ConfigError(f"{entry}: {exc}") from None
+        name = cfg["experiment"]
+        if name in experiments:
+            raise ConfigError(
+                f"{entry}: config key experiment: '{name}' is also the experiment of {where[name]}"
+                " (experiment names must be unique: they name the output folders)"
+            )
+        experiments[name] = cfg
+        where[name] = str(entry)
+    return experiments
 
 
 def parse_set_overrides(items: Iterable[str] | None) -> dict:

@@ -269,3 +269,28 @@ def test_lorm_on_a_fabricated_cifar100_layout_with_augmentation(tmp_path):
     b = run_experiment(cfg, "lorm", seed=0, beta=0.5, dataset=ds)
     assert a["accuracy_matrix"] == b["accuracy_matrix"]  # augmentation draws are seeded too
     assert len(a["accuracy_matrix"]) == 2 and a["task_test_sizes"] == [6, 6]
+
+
+def test_timm_backbone_loads_local_weights_and_fails_fast_offline(tmp_path, monkeypatch):
+    """model.weights is read from disk (same path as ViT-B/16's local file); offline without weights the
+    pretrained backbone fails at once with the fix, not after the hub's retry loop."""
+    import time
+
+    from lorm.models.backbones import BackboneError, build_classifier
+
+    reference = build_classifier({"backbone": "vit-tiny-test", "lora_rank": 2}, 10)
+    state = {k.removeprefix("encoder.vit."): v for k, v in reference.state_dict().items()
+             if k.startswith("encoder.vit.") and "lora_" not in k}
+    state = {k.replace(".base.", "."): v for k, v in state.items()}
+    weights = tmp_path / "tiny.pth"
+    torch.save(state, weights)
+    loaded = build_classifier({"backbone": "vit-tiny-test", "lora_rank": 2, "weights": str(weights)}, 10)
+    torch.testing.assert_close(loaded.encoder.vit.blocks[0].attn.qkv.base.weight,
+                               reference.encoder.vit.blocks[0].attn.qkv.base.weight)
+    with pytest.raises(BackboneError, match="model.weights"):
+        build_classifier({"backbone": "vit-tiny-test", "lora_rank": 2, "weights": str(tmp_path / "none.pth")}, 10)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(BackboneError, match="HF_HUB_OFFLINE"):
+        build_classifier({"backbone": "vit_base_patch16_224.augreg_in21k", "lora_rank": 2}, 10)
+    assert time.perf_counter() - start < 5

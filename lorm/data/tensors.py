@@ -27,6 +27,12 @@ class EncodedSplit:
     train_transform: Callable | None = None  # images: (x in [0,1], generator) -> model input, with augmentation
     test_transform: Callable | None = None  # images: the same without augmentation
 
+    def pin_memory(self) -> "EncodedSplit":
+        """Page-locked host tensors, so that per-batch copies to a GPU overlap with compute (non_blocking)."""
+        self.inputs = {k: v.pin_memory() for k, v in self.inputs.items()}
+        self.labels = self.labels.pin_memory()
+        return self
+
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 

@@ -104,6 +104,8 @@ def run_experiment(cfg: dict, method: str, seed: int, beta: float, dataset: dict
     tokenizer = load_tokenizer(cfg["model"]) if spec.modality == "text" else None
     train = encode_split(dataset["train"], spec.modality, label_map, tokenizer=tokenizer, **encode_kw)
     test = encode_split(dataset["test"], spec.modality, label_map, tokenizer=tokenizer, **encode_kw)
+    if runtime.device.type == "cuda":
+        train, test = train.pin_memory(), test.pin_memory()
     test_labels = test.labels.numpy()
     test_by_task = [np.flatnonzero((test_labels >= lo) & (test_labels < hi)) for lo, hi in task_ranges]
 

@@ -87,32 +87,34 @@ class ImageEncoder(nn.Module):
         return self.vit(images)
 
 
-def _build_vit_tiny_test(model_cfg: dict) -> tuple[nn.Module, int]:
-    """A tiny random-init timm ViT (img 32, patch 4): the same code path as ViT-B/16, for tests."""
+def _timm_vit(name: str, model_cfg: dict, *, hub: bool, **kwargs) -> tuple[nn.Module, int]:
+    """A timm ViT without head: from model.weights (a local checkpoint file) when given, else from the
+    Hugging Face hub when ``hub`` (pretrained backbones), else randomly initialised (test backbones)."""
     import timm
 
-    vit = timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, patch_size=4, depth=2
-    )
-    return ImageEncoder(vit), vit.num_features
-
-
-def _build_vit_b16(model_cfg: dict) -> tuple[nn.Module, int]:
-    import timm
-
-    name = "vit_base_patch16_224.augreg_in21k"
     weights = model_cfg.get("weights")
     if weights:
         if not os.path.isfile(weights):
-            raise BackboneError(f"config key model.weights: file {weights} not found (a timm/Hugging Face checkpoint of {name})")
-        vit = timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(file=weights))
-    elif os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise BackboneError(
-            f"backbone {name}: HF_HUB_OFFLINE=1 and no local weights; set config key model.weights to a checkpoint file"
-        )
+            raise BackboneError(f"config key model.weights: file {weights} not found (a timm checkpoint of {name})")
+        vit = timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(file=weights),
+                                **kwargs)
+    elif not hub:
+        vit = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+    elif os.environ.get("HF_HUB_OFFLINE") == "1":  # fail at once instead of after the hub client's retries
+        raise BackboneError(f"backbone {name}: HF_HUB_OFFLINE=1 and no local weights; set config key model.weights "
+                            "to a checkpoint file, or unset HF_HUB_OFFLINE to download it")
     else:
-        vit = timm.create_model(name, pretrained=True, num_classes=0)
+        vit = timm.create_model(name, pretrained=True, num_classes=0, **kwargs)
     return ImageEncoder(vit), vit.num_features
+
+
+def _build_vit_tiny_test(model_cfg: dict) -> tuple[nn.Module, int]:
+    """A tiny random-init timm ViT (img 32, patch 4, depth 2): the same code path as ViT-B/16, for tests."""
+    return _timm_vit("vit_tiny_patch16_224", model_cfg, hub=False, img_size=32, patch_size=4, depth=2)
+
+
+def _build_vit_b16(model_cfg: dict) -> tuple[nn.Module, int]:
+    return _timm_vit("vit_base_patch16_224.augreg_in21k", model_cfg, hub=True)
 
 
 BACKBONES: dict[str, BackboneSpec] = {
