@@ -101,7 +101,8 @@ def cmd_prepare_data(args) -> None:
     from lorm.data.datasets import build_dataset, save_dataset
 
     cfg = _load_config(args)
-    ds = build_dataset(cfg["dataset"])
+    # image decoding runs in runtime.num_workers threads (the loaders ignore the key otherwise)
+    ds = build_dataset({**cfg["dataset"], "num_workers": cfg["runtime"]["num_workers"] or None})
     save_dataset(ds, args.out)
     logging.getLogger("lorm").info("dataset %s: %d train / %d test samples, %d classes -> %s", ds["name"],
                                    len(ds["train"]["label"]), len(ds["test"]["label"]), len(ds["classes"]), args.out)
