@@ -294,3 +294,19 @@ def test_timm_backbone_loads_local_weights_and_fails_fast_offline(tmp_path, monk
     with pytest.raises(BackboneError, match="HF_HUB_OFFLINE"):
         build_classifier({"backbone": "vit_base_patch16_224.augreg_in21k", "lora_rank": 2}, 10)
     assert time.perf_counter() - start < 5
+
+
+def test_mixed_precision_path_runs_on_cpu_bf16(image_setup):
+    """The autocast path used on GPUs (bf16) exercised on the CPU: statistics stay float32, metrics valid."""
+    from lorm.federated.training import Runtime, resolve_amp
+
+    cfg, ds = image_setup
+    assert resolve_amp("auto", torch.device("cpu")) is None  # CPU default: fp32
+    assert resolve_amp("bf16", torch.device("cpu")) is torch.bfloat16
+    assert Runtime(torch.device("cpu"), torch.float16).grad_scaler().is_enabled() is False  # scaling: CUDA fp16 only
+    cfg = load_config(None, {**cfg, "runtime": {**cfg["runtime"], "amp": "bf16"},
+                             "fcil": {**cfg["fcil"], "num_tasks": 2, "rounds": 2, "num_clients": 2},
+                             "dataset": {**cfg["dataset"], "train_per_class": 4, "test_per_class": 2}})
+    ds = build_dataset(cfg["dataset"])  # bf16 matmuls are slow on CPUs without native support: keep it tiny
+    m = run_experiment(cfg, "lorm", seed=0, beta=0.5, dataset=ds)
+    assert len(m["accuracy_matrix"]) == 2 and all(0 <= a <= 100 for a in m["accuracy_matrix"][-1])
