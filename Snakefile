@@ -2,10 +2,13 @@
 #
 #   snakemake --cores all                               # config/config.yaml (offline, CPU, minutes)
 #   snakemake --cores all --configfile config/my.yaml   # another experiment (see config/README.md)
+#   snakemake --cores all --workflow-profile paper      # every LoRM setting of the paper (config/paper.yaml)
+#   snakemake --profile profiles/slurm --workflow-profile paper   # the same on a SLURM cluster
 #   snakemake -n                                        # plan only
 #   snakemake --report results/report.zip               # HTML report of the finished run
 #
-# Pipeline: prepare_data -> partition (beta x seed) -> run (method x seed x beta) -> table, figures.
+# Pipeline, per experiment: prepare_data -> partition (beta x seed) -> run (method x seed x beta); then table,
+# figures and, with several experiments (`experiments:` in the config), paper_table.
 # The rules live in workflow/rules/; helper functions and targets in workflow/rules/common.smk.
 
 from snakemake.utils import min_version
@@ -22,12 +25,13 @@ include: "workflow/rules/run.smk"
 include: "workflow/rules/report.smk"
 
 
+# cheap rules never go to a cluster (prepare_data does: it decodes whole image data sets)
 localrules:
     all,
-    prepare_data,
     partition,
     table,
     figures,
+    paper_table,
 
 
 rule all:

@@ -114,7 +114,7 @@ def cmd_partition(args) -> None:
     from lorm.federated.simulator import make_partition
 
     cfg = _load_config(args)
-    part = make_partition(cfg, load_dataset(args.dataset), args.beta, args.seed)
+    part = make_partition(cfg, load_dataset(args.dataset, labels_only=True), args.beta, args.seed)
     save_partition(part, args.out)
     logging.getLogger("lorm").info("partition beta=%g seed=%d: redraws per task %s -> %s", args.beta, args.seed,
                                    [t["redraws"] for t in part["tasks"]], args.out)

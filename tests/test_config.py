@@ -16,6 +16,7 @@ from lorm.config import (
     beta_label,
     deep_merge,
     load_config,
+    load_experiments,
     load_schema,
     method_config,
     parse_set_overrides,
@@ -59,11 +60,13 @@ def test_defaults_filled_nested():
     assert cfg["methods"] == ["lorm", "lorm-a-only", "lorm-b-only", "fedavg-lora", "ffa-lora", "joint"]
     assert cfg["method_params"] == {}
     assert cfg["dataset"] == {"name": "wordnet40", "root": None, "train_per_class": 40, "test_per_class": 12,
-                              "seed": 0, "max_length": 32, "image_size": 32}
+                              "seed": 0, "max_length": 32, "image_size": 32, "preprocessing": "intended",
+                              "cub_int8_wrap": False, "strict": True}
     assert cfg["fcil"]["rounds"] == 3 and cfg["fcil"]["betas"] == [0.5] and cfg["fcil"]["class_order"] == "natural"
     assert cfg["model"]["lora_rank"] == 4 and cfg["model"]["lora_targets"] is None
     assert cfg["optim"] == {"lr": 0.003, "lr_A": None, "lr_B": None, "weight_decay": 0.0}
-    assert cfg["lorm"] == {"alpha_backbone": 0.0, "alpha_head": 0.5, "stats_passes": 1}
+    assert cfg["lorm"] == {"alpha_backbone": 0.0, "alpha_head": 0.5, "stats_passes": 1, "stats_augment": True}
+    assert cfg["experiments"] is None
     assert cfg["joint"] == {"epochs": None}
     assert cfg["runtime"]["device"] == "auto" and cfg["runtime"]["progress"] is True
 
@@ -86,7 +89,7 @@ def test_every_key_has_description_and_default_and_no_extra_keys():
     schema = load_schema()
     assert schema["$schema"].endswith("2020-12/schema")
     leaves = _leaf_keys(schema)
-    assert len(leaves) == 40  # 4 top-level keys + 36 keys in 7 sections
+    assert len(leaves) == 45  # 5 top-level keys + 40 keys in 7 sections
     for key, sub in leaves:
         assert sub.get("description"), key
         assert "default" in sub, key
@@ -159,7 +162,9 @@ def test_unknown_key_suggestions():
         ({"seeds": [0, -1]}, "config key seeds[1]: -1 is less than the minimum 0"),
         ({"seeds": [1.5]}, "config key seeds[0]: expected integer, got number 1.5"),
         ({"experiment": "a/b"}, "config key experiment: 'a/b' does not match"),
-        ({"dataset": {"name": "cifar100"}}, "config key dataset.name: 'cifar100' is not allowed"),
+        ({"dataset": {"name": "cifar10"}}, "config key dataset.name: 'cifar10' is not allowed (did you mean 'cifar100'?"),
+        ({"dataset": {"preprocessing": "offical"}}, "config key dataset.preprocessing: 'offical' is not allowed"),
+        ({"lorm": {"stats_augment": "yes"}}, "config key lorm.stats_augment: expected boolean, got string"),
         ({"dataset": {"max_length": 2}}, "config key dataset.max_length: 2 is less than the minimum 4"),
         ({"model": {"backbone": "vit"}}, "config key model.backbone: 'vit' is not allowed"),
         ({"model": {"pooling": "max"}}, "config key model.pooling: 'max' is not allowed"),
@@ -339,3 +344,181 @@ def test_write_config_if_changed(tmp_path):
     assert write_config_if_changed(load_config(overrides={"seeds": [1]}), path) is True
     assert load_config(path)["seeds"] == [1]
     assert [p.name for p in path.parent.iterdir()] == ["resolved.yaml"]  # no temporary file left
+
+
+# ------------------------------------------------------------------------------------------------ experiments
+
+
+def _experiment_file(tmp_path, name: str, **changes) -> str:
+    """A complete copy of config/test.yaml named ``name`` (sections in ``changes`` are merged over it)."""
+    cfg = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+    cfg = deep_merge(cfg, {"experiment": name, **changes})
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return str(path)
+
+
+def test_load_experiments_in_listed_order_each_validated(tmp_path):
+    a = _experiment_file(tmp_path, "b-first", fcil={"rounds": 4})
+    b = _experiment_file(tmp_path, "a-second", seeds=[3, 4])
+    experiments = load_experiments({"experiments": [a, b]})
+    assert list(experiments) == ["b-first", "a-second"]
+    assert experiments["b-first"] == load_config(a)  # exactly what the file gives on its own
+    assert experiments["b-first"]["fcil"]["rounds"] == 4 and experiments["a-second"]["seeds"] == [3, 4]
+    assert experiments["a-second"]["experiments"] is None
+
+
+def test_load_experiments_paths_relative_to_base_dir(tmp_path):
+    _experiment_file(tmp_path, "rel")
+    assert list(load_experiments({"experiments": ["rel.yaml"]}, base_dir=tmp_path)) == ["rel"]
+    with pytest.raises(ConfigError, match="rel.yaml: not found"):
+        load_experiments({"experiments": ["rel.yaml"]}, base_dir=tmp_path / "elsewhere")
+
+
+def test_including_methods_and_seeds_override_every_file(tmp_path):
+    files = [_experiment_file(tmp_path, "x", seeds=[0, 1, 2]), _experiment_file(tmp_path, "y", methods=["joint"])]
+    experiments = load_experiments({"experiments": files, "methods": ["lorm"], "seeds": [7]})
+    for cfg in experiments.values():
+        assert cfg["methods"] == ["lorm"] and cfg["seeds"] == [7]
+    only_seeds = load_experiments({"experiments": files, "seeds": [5]})
+    assert only_seeds["x"]["methods"] == ["lorm", "fedavg-lora", "joint"] and only_seeds["y"]["methods"] == ["joint"]
+    assert only_seeds["x"]["seeds"] == only_seeds["y"]["seeds"] == [5]
+
+
+def test_duplicate_experiment_names_are_one_line(tmp_path):
+    first = _experiment_file(tmp_path, "same")
+    second = tmp_path / "copy.yaml"
+    second.write_text(Path(first).read_text())
+    with pytest.raises(ConfigError) as info:
+        load_experiments({"experiments": [first, str(second)]})
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{second}: config key experiment: 'same'") and first in message
+
+
+def test_bad_key_in_one_listed_file_names_that_file_and_key(tmp_path):
+    good = _experiment_file(tmp_path, "good")
+    bad = _experiment_file(tmp_path, "bad", fcil={"rounds": 0})
+    with pytest.raises(ConfigError) as info:
+        load_experiments({"experiments": [good, bad]})
+    assert str(info.value) == f"{bad}: config key fcil.rounds: 0 is less than the minimum 1"
+    typo = _experiment_file(tmp_path, "typo", optim={"lrr": 0.1})
+    with pytest.raises(ConfigError, match=r"typo.yaml: config key optim.lrr: unknown key") as info:
+        load_experiments({"experiments": [good, typo]})
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("including, expected", [
+    ({"experiments": ["a.yaml"], "fcil": {"rounds": 2}},
+     "paper.yaml: config key fcil: not allowed next to experiments"),
+    ({"experiments": ["a.yaml"], "methods": ["bogus"]},
+     "paper.yaml: config key methods[0]: 'bogus' is not allowed"),
+    ({"experiments": ["a.yaml"], "seeds": "0"}, "paper.yaml: config key seeds: expected list"),
+    ({"experiments": []}, "paper.yaml: config key experiments: needs at least 1 item"),
+    ({"experiments": "a.yaml"}, "paper.yaml: config key experiments: expected list or null"),
+])
+def test_including_config_errors(tmp_path, including, expected):
+    with pytest.raises(ConfigError) as info:
+        load_experiments(including, base_dir=tmp_path, source="paper.yaml")
+    assert str(info.value).startswith(expected) and "\n" not in str(info.value)
+
+
+def test_listed_file_must_name_its_experiment_and_not_nest(tmp_path):
+    unnamed = tmp_path / "unnamed.yaml"
+    unnamed.write_text("seeds: [0]\n")
+    with pytest.raises(ConfigError, match="unnamed.yaml: config key experiment: missing"):
+        load_experiments({"experiments": [str(unnamed)]})
+    nested = _experiment_file(tmp_path, "nested", experiments=[str(unnamed)])
+    with pytest.raises(ConfigError, match="nested.yaml: config key experiments: a listed experiment file cannot"):
+        load_experiments({"experiments": [nested]})
+
+
+def test_load_config_refuses_an_including_file(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(REPO / "config" / "paper.yaml")
+    message = str(info.value)
+    assert "config key experiments: this config lists 18 experiment files" in message
+    assert "config/paper/cifar100-beta0.5.yaml" in message and "\n" not in message
+
+
+# --------------------------------------------------------------------------------------- the paper's settings
+
+PAPER_DIR = REPO / "config" / "paper"
+PAPER_FILES = sorted(PAPER_DIR.glob("*.yaml"))
+
+
+def _paper(name: str) -> dict:
+    return load_config(PAPER_DIR / f"{name}.yaml")
+
+
+def test_make_configs_reproduces_the_committed_files(tmp_path):
+    import subprocess
+    import sys
+
+    out, index = tmp_path / "paper", tmp_path / "paper.yaml"
+    proc = subprocess.run([sys.executable, str(PAPER_DIR / "make_configs.py"), "--out-dir", str(out),
+                           "--index", str(index)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    written = sorted(p.name for p in out.iterdir())
+    assert written == [p.name for p in PAPER_FILES] and len(written) == 18
+    for name in written:
+        assert (out / name).read_text() == (PAPER_DIR / name).read_text(), name
+    assert index.read_text() == (REPO / "config" / "paper.yaml").read_text()
+    check = subprocess.run([sys.executable, str(PAPER_DIR / "make_configs.py"), "--check"], capture_output=True,
+                           text=True)
+    assert check.returncode == 0, check.stderr
+
+
+def test_paper_index_lists_every_file_and_loads_18_experiments():
+    index = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    assert set(index) == {"experiments"}
+    assert sorted(index["experiments"]) == sorted(f"config/paper/{p.name}" for p in PAPER_FILES)
+    experiments = load_experiments(index, base_dir=REPO)
+    assert len(experiments) == 18
+    assert {cfg["dataset"]["name"] for cfg in experiments.values()} == {
+        "cifar100", "imagenet-r", "imagenet-a", "eurosat", "cub200", "cars196"}
+    for name, cfg in experiments.items():
+        assert name == f"{cfg['dataset']['name']}-beta{beta_label(cfg['fcil']['betas'][0])}"
+
+
+@pytest.mark.parametrize("path", PAPER_FILES, ids=[p.stem for p in PAPER_FILES])
+def test_paper_configs_are_complete_and_share_the_protocol(path):
+    raw = yaml.safe_load(path.read_text())
+    cfg = load_config(path)
+    assert cfg == raw  # every key written out
+    assert cfg["seeds"] == [0, 1, 2]
+    assert cfg["methods"] == ["lorm", "lorm-a-only", "lorm-b-only", "fedavg-lora", "ffa-lora", "joint"]
+    assert cfg["model"]["backbone"] == "vit_base_patch16_224.augreg_in21k"
+    assert cfg["dataset"]["image_size"] == 224 and cfg["dataset"]["root"] == "data/"
+    assert cfg["dataset"]["preprocessing"] == "intended" and cfg["dataset"]["strict"] is True
+    fcil = cfg["fcil"]
+    assert (fcil["num_clients"], fcil["local_epochs"], fcil["batch_size"], fcil["min_samples"]) == (10, 5, 16, 6)
+    assert fcil["class_order"] == "natural" and len(fcil["betas"]) == 1
+    assert cfg["optim"]["weight_decay"] == 0.0 and cfg["lorm"]["alpha_backbone"] == 0.0
+    assert cfg["lorm"]["stats_augment"] is True and cfg["method_params"] == {}
+    assert cfg["runtime"]["device"] == "auto" and cfg["runtime"]["threads"] == 8
+    assert cfg["runtime"]["num_workers"] == 8
+    name = cfg["dataset"]["name"]
+    assert fcil["rounds"] == (10 if name in ("cars196", "imagenet-a") else 5)
+    assert cfg["lorm"]["stats_passes"] == (1 if name == "cifar100" else 2)
+    assert cfg["lorm"]["alpha_head"] == (0.3 if name == "cub200" else 0.5)
+    classes = {"cifar100": 100, "imagenet-r": 200, "imagenet-a": 200, "eurosat": 10, "cub200": 200, "cars196": 196}
+    sizes = fcil["task_sizes"] or [classes[name] // fcil["num_tasks"]] * fcil["num_tasks"]
+    assert sum(sizes) == classes[name] and len(sizes) == fcil["num_tasks"]
+    assert fcil["num_tasks"] == (5 if name == "eurosat" else 10)
+    expected_betas = {0.5, 0.1, 0.05} if name in ("cifar100", "imagenet-r") else {1.0, 0.5, 0.2}
+    assert fcil["betas"][0] in expected_betas
+
+
+def test_paper_settings_spot_checks_against_the_spec_table():
+    cub = _paper("cub200-beta0.5")  # r 1, lr 3e-2, lr_A 1e-3, alpha_head 0.3
+    assert cub["model"]["lora_rank"] == 1 and cub["optim"]["lr"] == 3e-2 and cub["optim"]["lr_A"] == 1e-3
+    assert cub["optim"]["lr_B"] is None and cub["lorm"]["alpha_head"] == 0.3
+    cars = _paper("cars196-beta0.2")  # r 4, lr_B 1e-3, lr_A 1e-2, rounds 10, 9 x 20 + 16
+    assert cars["model"]["lora_rank"] == 4 and cars["optim"]["lr_B"] == 1e-3 and cars["optim"]["lr_A"] == 1e-2
+    assert cars["optim"]["lr"] == 1e-2 and cars["fcil"]["rounds"] == 10
+    assert cars["fcil"]["num_tasks"] == 10 and cars["fcil"]["task_sizes"] == [20] * 9 + [16]
+    cifar = _paper("cifar100-beta0.1")  # r 16, lr 3e-4 (= both factors)
+    assert cifar["model"]["lora_rank"] == 16 and cifar["optim"]["lr"] == 3e-4
+    assert cifar["optim"]["lr_A"] is None and cifar["optim"]["lr_B"] is None
+    assert _paper("imagenet-r-beta0.1")["model"]["lora_rank"] == 32
+    assert _paper("eurosat-beta1.0")["fcil"]["num_tasks"] == 5

@@ -317,3 +317,11 @@ def test_load_dataset_errors(tmp_path):
                                      "train": {"text": ["t"], "label": [3]}, "test": {"text": [], "label": []}}))
     with pytest.raises(DataError, match="labels"):
         load_dataset(bad_label)
+
+
+def test_load_labels_only_skips_images(tmp_path):
+    img = make_synthetic_images(3, 4, 2, image_size=8)
+    path = save_dataset(img, tmp_path / "img.npz")
+    light = load_dataset(path, labels_only=True)
+    assert light["train"]["label"] == img["train"]["label"] and light["test"]["label"] == img["test"]["label"]
+    assert light["train"]["images"].shape == (12, 0, 0, 3)

@@ -198,3 +198,142 @@ def test_figure_paths_beta_labels():
     assert figure_paths([1]) == figure_paths([1.0]) == ["figures/accuracy_per_task.png", "figures/accuracy_matrix.png"]
     assert figure_paths([1, 0.05], "f")[0] == "f/accuracy_per_task_beta1.0.png"
     assert figure_paths([1, 0.05], "f")[3] == "f/accuracy_matrix_beta0.05.png"
+
+
+# ------------------------------------------------------------------------------------------------ paper table
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+PAPER_CSV = REPO / "workflow" / "resources" / "paper-table-lorm.csv"
+
+
+def _paper_run(tmp_path, method: str, seed: int, dataset: str, beta: float, faa: float, experiment: str | None = None):
+    """A metrics file of one run on ``dataset`` whose sample-weighted FAA is ``faa``."""
+    base = method if method in ("lorm", "fedavg-lora", "joint") else "fedavg-lora"
+    metrics = _metrics(base, seed, beta=beta, experiment=experiment or f"{dataset}-beta{beta}")
+    metrics["method"] = method
+    metrics["final_avg_accuracy_weighted"] = faa
+    metrics["final_avg_accuracy"] = faa - 1.0
+    metrics["config"] = {"experiment": metrics["experiment"], "dataset": {"name": dataset}}
+    path = tmp_path / metrics["experiment"] / method / f"seed{seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics))
+    return str(path)
+
+
+@pytest.fixture
+def paper_runs(tmp_path):
+    runs = []
+    for seed, (lorm, joint) in enumerate([(85.0, 91.0), (86.0, 92.0), (87.5, 93.0)]):
+        runs.append(_paper_run(tmp_path, "lorm", seed, "cifar100", 0.5, lorm))
+        runs.append(_paper_run(tmp_path, "joint", seed, "cifar100", 0.5, joint))
+        runs.append(_paper_run(tmp_path, "ffa-lora", seed, "cifar100", 0.5, 70.0 + seed))
+    runs.append(_paper_run(tmp_path, "lorm", 0, "eurosat", 1.0, 80.0))
+    runs.append(_paper_run(tmp_path, "lorm", 1, "eurosat", 1.0, 82.0))
+    return runs
+
+
+def _md_rows(text: str, beta: str) -> tuple[list[str], dict[str, list[str]]]:
+    """Header cells and {row label: cells} of the table under '## β = <beta>'."""
+    section = text.split(f"## β = {beta}\n", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    split = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]  # noqa: E731
+    header = split(lines[0])
+    return header, {split(line)[0]: split(line)[1:] for line in lines[2:]}
+
+
+def test_paper_table_ours_beside_paper_and_markers(tmp_path, paper_runs):
+    from lorm.reporting.paper import write_paper_tables
+
+    csv_path, md_path = tmp_path / "t" / "paper.csv", tmp_path / "t" / "paper.md"
+    write_paper_tables(paper_runs, str(PAPER_CSV), str(csv_path), str(md_path))
+    text = md_path.read_text()
+    assert "paper's main FCIL table" in text and "sample-weighted" in text  # labelled as the paper's numbers
+
+    header, rows = _md_rows(text, "0.5")
+    assert header[:5] == ["Method", "CIFAR-100 ours", "CIFAR-100 paper", "ImageNet-R ours", "ImageNet-R paper"]
+    assert len(header) == 1 + 2 * 6  # six data sets of the paper, a column pair each
+    lorm = rows["LoRM (`lorm`)"]
+    assert lorm[0] == f"{statistics.mean([85.0, 86.0, 87.5]):.2f} ± {statistics.stdev([85.0, 86.0, 87.5]):.2f}"
+    assert lorm[1] == "86.95" and lorm[2] == "not run" and lorm[3] == "72.48"
+    assert lorm[header.index("EuroSAT paper") - 1] == "84.23†"  # beta unstated for EuroSAT in the paper
+    joint = rows["Joint (`joint`)"]
+    assert joint[0] == "92.00 ± 1.00" and joint[1] == "92.75"
+    assert rows["EWC"][0] == "not run" and rows["EWC"][1] == "78.46"  # paper method we do not run
+    assert rows["FFA-LoRA (`ffa-lora`)"][0] == "71.00 ± 1.00" and rows["FFA-LoRA (`ffa-lora`)"][1] == "—"
+    assert list(rows)[:12] == ["Joint (`joint`)", "EWC", "LwF", "FisherAVG", "RegMean", "CCVR", "L2P", "CODA-P",
+                               "FedProto", "TARGET", "PILoRA", "LoRM (`lorm`)"]  # the paper's row order
+
+    header, rows = _md_rows(text, "1.0")  # a beta the paper's table does not cover
+    assert header == ["Method", "EuroSAT ours", "EuroSAT paper"]
+    assert rows == {"LoRM (`lorm`)": ["81.00 ± 1.41 (n=2)", "—"]}  # 2 seeds where 3 are usual
+    assert "The paper's table has no numbers for this β." in text.split("## β = 1.0", 1)[1]
+
+
+def test_paper_table_keeps_the_paper_numbers_verbatim(tmp_path, paper_runs):
+    import csv
+
+    from lorm.reporting.paper import write_paper_tables
+
+    csv_path, md_path = tmp_path / "paper.csv", tmp_path / "paper.md"
+    write_paper_tables(paper_runs, str(PAPER_CSV), str(csv_path), str(md_path))
+    out = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    text = md_path.read_text()
+    with open(PAPER_CSV, newline="") as fh:
+        reference = list(csv.DictReader(fh))
+    assert len(reference) == 72
+    for ref in reference:
+        match = out[(out["paper_method"] == ref["method"]) & (out["dataset"] == ref["dataset"]) & (out["beta"] == "0.5")]
+        assert list(match["paper_value"]) == [ref["value"]], ref  # "76.10" stays "76.10"
+        assert list(match["paper_beta"]) == [ref["beta"]] and list(match["paper_note"]) == [ref["note"]]
+        assert f"| {ref['value']}" in text
+    cell = out[(out["our_method"] == "lorm") & (out["dataset"] == "cifar100")].iloc[0]
+    assert cell["ours_status"] == "ok" and cell["n_seeds"] == "3" and cell["seeds"] == "0 1 2"
+    assert cell["row"] == "LoRM (lorm)" and cell["paper_value"] == "86.95"
+    assert float(cell["ours_faa_weighted_mean"]) == pytest.approx(statistics.mean([85.0, 86.0, 87.5]))
+    assert float(cell["ours_faa_task_mean_mean"]) == pytest.approx(statistics.mean([84.0, 85.0, 86.5]))
+    missing = out[(out["paper_method"] == "EWC") & (out["dataset"] == "cifar100")].iloc[0]
+    assert missing["ours_status"] == "not run" and missing["ours_faa_weighted_mean"] == ""
+
+
+def test_paper_table_several_experiments_per_cell_and_seed_counts(tmp_path):
+    from lorm.reporting.paper import paper_comparison, load_paper_table, to_markdown
+    from lorm.reporting import load_runs
+
+    paths = [_paper_run(tmp_path, "lorm", s, "eurosat", 0.5, 80.0 + s, experiment="eurosat-intended")
+             for s in (0, 1, 2)]
+    paths.append(_paper_run(tmp_path, "lorm", 0, "eurosat", 0.5, 70.0, experiment="eurosat-official"))
+    text = to_markdown(paper_comparison(load_runs(paths), load_paper_table(str(PAPER_CSV))))
+    header, rows = _md_rows(text, "0.5")
+    i = header.index("EuroSAT ours (eurosat-intended)")
+    assert header[i + 1] == "EuroSAT ours (eurosat-official)" and header[i + 2] == "EuroSAT paper"
+    lorm = rows["LoRM (`lorm`)"]
+    assert lorm[i - 1: i + 2] == ["81.00 ± 1.00", "70.00 (n=1)", "84.23†"]
+
+
+def test_paper_table_errors_are_one_line(tmp_path, paper_runs):
+    from lorm.reporting.paper import main, write_paper_tables
+
+    broken = json.loads(open(paper_runs[0]).read())
+    del broken["config"]["dataset"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(broken))
+    with pytest.raises(MetricsError, match="config.dataset.name") as info:
+        write_paper_tables([str(bad)], str(PAPER_CSV), str(tmp_path / "x.csv"), str(tmp_path / "x.md"))
+    assert "\n" not in str(info.value) and str(bad) in str(info.value)
+    other = tmp_path / "other.csv"
+    other.write_text("method,value\nLoRM,1\n")
+    with pytest.raises(MetricsError, match="expected the header method,dataset,beta,metric,value,note"):
+        write_paper_tables(paper_runs, str(other), str(tmp_path / "x.csv"), str(tmp_path / "x.md"))
+    assert main(["--runs", *paper_runs, "--paper", str(PAPER_CSV), "--csv", str(tmp_path / "c.csv"),
+                 "--md", str(tmp_path / "m.md")]) == 0
+    assert main(["--runs", str(bad), "--paper", str(PAPER_CSV), "--csv", str(tmp_path / "c.csv"),
+                 "--md", str(tmp_path / "m.md")]) == 2
+
+
+def test_paper_reference_is_a_verbatim_copy():
+    shared = REPO.parent / "shared" / "reference" / "paper-table-lorm.csv"
+    text = PAPER_CSV.read_text()
+    assert text.splitlines()[0] == "method,dataset,beta,metric,value,note"
+    assert "LoRM,cifar100,0.5,FAA,86.95," in text
+    if shared.is_file():
+        assert shared.read_text() == text

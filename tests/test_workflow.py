@@ -22,17 +22,19 @@ from lorm.config import load_config
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _env() -> dict:
+def _env(**extra: str) -> dict:
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["MPLBACKEND"] = "Agg"
     env["HF_HUB_OFFLINE"] = "1"
+    env.update(extra)
     return env
 
 
-def _snakemake(*args: str, cwd: Path = REPO, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=_env(), capture_output=True,
-                          text=True, timeout=timeout)
+def _snakemake(*args: str, cwd: Path = REPO, timeout: float = 300, env: dict | None = None
+               ) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env or _env(),
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def _job_counts(stdout: str) -> dict[str, int]:
@@ -47,11 +49,12 @@ def _job_counts(stdout: str) -> dict[str, int]:
     return counts
 
 
-def _dry_run(*args: str, cwd: Path = REPO, quiet: bool = True) -> tuple[dict[str, int], str]:
+def _dry_run(*args: str, cwd: Path = REPO, quiet: bool = True, env: dict | None = None
+             ) -> tuple[dict[str, int], str]:
     # targets first: `--quiet` takes optional values and would swallow a target that follows it
     # (`--quiet all` means "print nothing at all"); --forceall makes the counts independent of existing results
     quiet_args = ["--quiet", "rules"] if quiet else ["--printshellcmds"]
-    proc = _snakemake("all", "--dry-run", "--forceall", *quiet_args, *args, cwd=cwd)
+    proc = _snakemake("all", "--dry-run", "--forceall", *quiet_args, *args, cwd=cwd, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return _job_counts(proc.stdout), proc.stdout
 
@@ -88,10 +91,19 @@ def test_dry_run_grid_and_per_beta_figures(tmp_path):
     assert load_config(resolved)["fcil"]["betas"] == [0.5, 1, 0.05]
 
 
+def _run_blocks(stdout: str) -> list[str]:
+    return [block for block in stdout.split("\n\n") if "rule run:" in block]
+
+
 def test_dry_run_cpu_jobs_request_no_gpu():
-    _, stdout = _dry_run(quiet=False)
-    run_blocks = [block for block in stdout.split("\n\n") if "rule run:" in block]
-    assert run_blocks and all("gpu=0" in block for block in run_blocks)
+    # device cpu: never a GPU; device auto (the default config): a GPU only where the machine has one
+    _, stdout = _dry_run("--configfile", str(REPO / "config" / "test.yaml"), quiet=False)
+    assert _run_blocks(stdout) and all("gpu=0" in block for block in _run_blocks(stdout))
+    _, stdout = _dry_run(quiet=False, env=_env(CUDA_VISIBLE_DEVICES=""))
+    assert _run_blocks(stdout) and all("gpu=0" in block for block in _run_blocks(stdout))
+    _, stdout = _dry_run(quiet=False, env=_env(CUDA_VISIBLE_DEVICES="0,1"))
+    blocks = _run_blocks(stdout)
+    assert blocks and all("gpu=1" in block and "gpu_slot --gpus 1 --device auto" in block for block in blocks)
 
 
 @pytest.mark.parametrize(
@@ -112,6 +124,127 @@ def test_config_error_is_one_line_without_traceback(tmp_path, bad, key):
     lines = [line for line in proc.stderr.splitlines() if "invalid configuration" in line]
     assert len(lines) == 1
     assert lines[0].startswith(f"lorm workflow: invalid configuration: {key}")
+
+
+# ---------------------------------------------------------------------------------------- several experiments
+
+
+def _tiny_experiment(tmp_path: Path, name: str, **changes) -> str:
+    """A complete copy of config/test.yaml named ``name``; mapping sections in ``changes`` are merged over it."""
+    cfg = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+    cfg["experiment"] = name
+    for key, value in changes.items():
+        if isinstance(value, dict):
+            cfg[key].update(value)
+        else:
+            cfg[key] = value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return str(path)
+
+
+def _including(tmp_path: Path, files: list[str], **top) -> str:
+    path = tmp_path / "including.yaml"
+    path.write_text(yaml.safe_dump({"experiments": files, **top}, sort_keys=False))
+    return str(path)
+
+
+def _in_workdir(tmp_path: Path, including: str, *args: str, quiet: bool = False):
+    """Dry-run of ``including`` in tmp_path/work, where a copy of config/config.yaml lies as in the repository
+    (Snakemake merges it in underneath the --configfile; it must neither override nor be refused)."""
+    work = tmp_path / "work"
+    (work / "config").mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "config" / "config.yaml", work / "config" / "config.yaml")
+    return _dry_run("--snakefile", str(REPO / "Snakefile"), "--configfile", including, "--directory", str(work),
+                    *args, cwd=tmp_path, quiet=quiet)
+
+
+def test_experiments_run_every_experiment_with_its_own_config(tmp_path):
+    a = _tiny_experiment(tmp_path, "exp-a", seeds=[0, 1], fcil={"betas": [0.5, 1.0]})
+    b = _tiny_experiment(tmp_path, "exp-b", methods=["joint"], fcil={"rounds": 1})
+    counts, stdout = _in_workdir(tmp_path, _including(tmp_path, [a, b]))
+    assert counts == {"prepare_data": 2, "partition": 2 * 2 + 1, "run": 3 * 2 * 2 + 1, "figures": 2 + 1,
+                      "table": 1, "paper_table": 1, "all": 1}
+    assert "results/runs/exp-a/beta1.0/fedavg-lora/seed1/metrics.json" in stdout
+    assert "results/runs/exp-b/beta0.5/joint/seed0/metrics.json" in stdout
+    assert "results/runs/exp-b/beta0.5/lorm/" not in stdout  # exp-b runs only its own method
+    assert "--config results/config/exp-b.resolved.yaml --method joint" in stdout
+    for path in ("figures/exp-a/beta1.0/accuracy_matrix.png", "figures/exp-b/beta0.5/accuracy_per_task.png",
+                 "results/tables/paper.md", "results/tables/paper.csv", "results/tables/main.md"):
+        assert path in stdout, path
+    resolved = tmp_path / "work" / "results" / "config"
+    assert sorted(p.name for p in resolved.iterdir()) == ["exp-a.resolved.yaml", "exp-b.resolved.yaml"]
+    assert load_config(resolved / "exp-b.resolved.yaml") == load_config(b)
+
+
+def test_experiments_methods_and_seeds_of_the_including_file_override(tmp_path):
+    a = _tiny_experiment(tmp_path, "exp-a", seeds=[0, 1], fcil={"betas": [0.5, 1.0]})
+    b = _tiny_experiment(tmp_path, "exp-b", methods=["joint"])
+    counts, stdout = _in_workdir(tmp_path, _including(tmp_path, [a, b], methods=["lorm"], seeds=[3]))
+    assert counts["run"] == 1 * 1 * 2 + 1 and counts["partition"] == 2 + 1
+    assert "results/runs/exp-b/beta0.5/lorm/seed3/metrics.json" in stdout
+    assert "seed0" not in stdout and "joint" not in stdout
+    resolved = load_config(tmp_path / "work" / "results" / "config" / "exp-a.resolved.yaml")
+    assert resolved["methods"] == ["lorm"] and resolved["seeds"] == [3]
+
+
+def _config_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "Traceback" not in output and 'File "' not in output, output[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if "invalid configuration" in line]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    return lines[0].removeprefix("lorm workflow: invalid configuration: ")
+
+
+def test_experiments_errors_are_one_line(tmp_path):
+    a = _tiny_experiment(tmp_path, "exp-a")
+    twin = tmp_path / "twin.yaml"
+    twin.write_text(Path(a).read_text())
+    proc = _snakemake("--dry-run", "--configfile", _including(tmp_path, [a, str(twin)]))
+    message = _config_error(proc)
+    assert message.startswith(f"{twin}: config key experiment: 'exp-a' is also the experiment of {a}")
+
+    bad = _tiny_experiment(tmp_path, "exp-bad", fcil={"rounds": -1})
+    message = _config_error(_snakemake("--dry-run", "--configfile", _including(tmp_path, [a, bad])))
+    assert message == f"{bad}: config key fcil.rounds: -1 is less than the minimum 1"
+
+    typo = _tiny_experiment(tmp_path, "exp-typo", model={"rank": 4})
+    message = _config_error(_snakemake("--dry-run", "--configfile", _including(tmp_path, [typo, a])))
+    assert message.startswith(f"{typo}: config key model.rank: unknown key")
+
+    stray = _including(tmp_path, [a], fcil={"rounds": 2})
+    message = _config_error(_snakemake("--dry-run", "--configfile", stray))
+    assert message.startswith(f"{stray}: config key fcil: not allowed next to experiments")
+
+    message = _config_error(_snakemake("--dry-run", "--configfile", _including(tmp_path, [str(tmp_path / "no.yaml")])))
+    assert message == f"config file {tmp_path / 'no.yaml'}: not found"
+
+
+def test_gpu_slot_gives_each_job_its_own_gpu(tmp_path):
+    import fcntl
+
+    script = REPO / "workflow" / "scripts" / "gpu_slot.py"
+    show = [sys.executable, "-c", "import os; print(os.environ.get('CUDA_VISIBLE_DEVICES', 'unset'))"]
+
+    def slot(*args: str, **env: str) -> str:
+        environment = {k: v for k, v in _env(LORM_GPU_COUNT="3", LORM_GPU_LOCK_DIR=str(tmp_path)).items()
+                       if k != "CUDA_VISIBLE_DEVICES"}
+        environment.update(env)
+        proc = subprocess.run([sys.executable, str(script), *args, "--", *show], env=environment,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip()
+
+    assert slot("--gpus", "1") == "0"
+    with open(tmp_path / "gpu0.lock", "a") as held:  # GPU 0 busy: the next job gets GPU 1
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert slot("--gpus", "1") == "1"
+        assert slot("--gpus", "2") == "1,2"
+    assert slot("--gpus", "0") == "unset"  # no GPU requested
+    assert slot("--gpus", "1", "--device", "cuda:2") == "unset"  # pinned by the config
+    assert slot("--gpus", "1", CUDA_VISIBLE_DEVICES="5") == "5"  # chosen by SLURM
+    assert slot("--gpus", "1", LORM_GPU_COUNT="0") == "unset"  # no GPU on this machine
 
 
 def test_lint():

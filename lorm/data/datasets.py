@@ -149,8 +149,10 @@ def _check(ds: dict, path: pathlib.Path) -> dict:
     return ds
 
 
-def load_dataset(path: str | os.PathLike) -> dict:
-    """Read a file written by :func:`save_dataset` (format detected from the content); DataError on problems."""
+def load_dataset(path: str | os.PathLike, labels_only: bool = False) -> dict:
+    """Read a file written by :func:`save_dataset` (format detected from the content); DataError on problems.
+    ``labels_only`` skips the image arrays (an npz member is read only when accessed): partitioning needs the
+    labels alone, and a 224-px image set is gigabytes."""
     path = pathlib.Path(path)
     try:
         with open(path, "rb") as fh:
@@ -159,7 +161,9 @@ def load_dataset(path: str | os.PathLike) -> dict:
             with np.load(path, allow_pickle=False) as z:
                 ds = json.loads(str(z["header"][()]))
                 for split in SPLITS:
-                    ds[split] = {"images": z[f"{split}_images"], "label": [int(y) for y in z[f"{split}_label"]]}
+                    labels = [int(y) for y in z[f"{split}_label"]]
+                    images = np.zeros((len(labels), 0, 0, 3), np.uint8) if labels_only else z[f"{split}_images"]
+                    ds[split] = {"images": images, "label": labels}
         else:
             with open(path, encoding="utf-8") as fh:
                 ds = json.load(fh)

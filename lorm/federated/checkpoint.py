@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
 import torch
+
+log = logging.getLogger("lorm")
 
 
 def run_fingerprint(cfg: dict, method: str, seed: int, beta: float, partition: dict) -> str:
@@ -46,12 +49,19 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, fingerprint: str) -> dict | None:
-    """The checkpoint at ``path`` if there is one; ValueError (one line) if it belongs to another run."""
+    """The checkpoint at ``path`` if it belongs to this run. One left by a run whose config, method, seed, beta
+    or partition have changed since (e.g. a killed job whose params were then edited) is discarded with a
+    warning: resuming it would mix two experiments."""
     path = Path(path)
     if not path.exists():
         return None
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    if payload.get("fingerprint") != fingerprint:
-        raise ValueError(f"checkpoint {path} belongs to a different run (config, method, seed, beta or partition "
-                         "changed): delete it, or run with --no-resume")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a truncated or foreign file: nothing to resume from
+        log.warning("checkpoint %s is unreadable (%s); starting from the first task", path, type(exc).__name__)
+        return None
+    if not isinstance(payload, dict) or payload.get("fingerprint") != fingerprint:
+        log.warning("checkpoint %s belongs to a different run (config, method, seed, beta or partition changed); "
+                    "ignoring it and starting from the first task", path)
+        return None
     return payload

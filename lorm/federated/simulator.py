@@ -75,10 +75,7 @@ def run_experiment(cfg: dict, method: str, seed: int, beta: float, dataset: dict
     _check_inputs(dataset, partition, method)
     cfg = method_config(cfg, method)
     fingerprint = run_fingerprint(cfg, method, seed, beta, partition)
-    try:
-        resumed = load_checkpoint(checkpoint, fingerprint) if checkpoint else None
-    except ValueError as exc:
-        raise RunError(str(exc)) from None
+    resumed = load_checkpoint(checkpoint, fingerprint) if checkpoint else None
     fcil, rt_cfg = cfg["fcil"], cfg["runtime"]
     torch.set_num_threads(rt_cfg["threads"])
     torch.manual_seed(derive_seed(seed, 0))  # only dropout draws from the global RNG; every other draw is explicit

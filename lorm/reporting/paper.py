@@ -54,8 +54,8 @@ UNSTATED_MARK = "†"
 PAPER_NAMES = {"lorm": "LoRM", "joint": "Joint"}
 #: row labels of our methods that the paper lacks
 OUR_LABELS = {
-    "lorm-a-only": "LoRM, A only (ablation)",
-    "lorm-b-only": "LoRM, B only (ablation)",
+    "lorm-a-only": "LoRM ablation: A only",
+    "lorm-b-only": "LoRM ablation: B only",
     "fedavg-lora": "FedAvg-LoRA",
     "ffa-lora": "FFA-LoRA",
 }
@@ -141,12 +141,12 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
-def _row_label(our: str | None, paper: str | None) -> str:
-    if our is None:
+def _row_label(our: str | None, paper: str | None, quote: str = "") -> str:
+    """Row label: the paper's name, or our label, with our method name in brackets (``quote``: Markdown ```)."""
+    if not our:
         return str(paper)
-    if paper is not None:
-        return f"{paper} (`{our}`)"
-    return f"{OUR_LABELS.get(our, our)} (`{our}`)"
+    name = paper or OUR_LABELS.get(our, our)
+    return f"{name} ({quote}{our}{quote})"
 
 
 def paper_comparison(runs: list[dict], paper_rows: list[dict]) -> pd.DataFrame:
@@ -270,7 +270,8 @@ def to_markdown(frame: pd.DataFrame) -> str:
         lines.append("|:---|" + "|".join("---:" for _ in header[1:]) + "|")
         for label in _first_seen(part["row"]):
             rows = part[part["row"] == label]
-            cells = [label.replace("|", "\\|")]
+            first = rows.iloc[0]
+            cells = [_row_label(first["our_method"], first["paper_method"] or None, "`").replace("|", "\\|")]
             for dataset in _first_seen(part["dataset"]):
                 here = rows[rows["dataset"] == dataset]
                 cells += [_ours_cell(r, n_usual) for _, r in here.iterrows()]

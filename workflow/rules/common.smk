@@ -1,6 +1,13 @@
-# Configuration, wildcard constraints, paths, targets and input/params functions of the lorm workflow.
+# Configuration, wildcard constraints, paths, targets and input/params/resource functions of the lorm workflow.
 # No rules here: they are in data.smk, run.smk and report.smk.
+#
+# One workflow, one or several experiments. Without `experiments` the config IS the experiment (as always);
+# with `experiments: [files]` (config/paper.yaml) every listed file is a complete experiment of its own.
+# Either way everything below works from EXPERIMENTS, {experiment name: validated config}, and every path
+# carries {experiment}: data, partitions, runs, resolved configs and their params all come from that
+# experiment's own config.
 
+import glob
 import os
 import re
 import sys
@@ -8,45 +15,88 @@ import sys
 from lorm.config import (
     ConfigError,
     beta_label,
+    load_experiments,
     method_config,
     validate_config,
     write_config_if_changed,
 )
 from lorm.reporting.figures import figure_paths
 
+
 # ---- configuration ------------------------------------------------------------------------------------------
+def _including_source():
+    """How the including config is named in error messages: the --configfile paths (and --config)."""
+    here = os.getcwd() + os.sep
+    names = [
+        f[len(here) :] if f.startswith(here) else f
+        for f in map(str, workflow.config_settings.configfiles)
+    ]
+    if workflow.config_settings.config:
+        names.append("--config")
+    return ", ".join(names) or "config"
+
+
+def _experiments(config):
+    """{experiment name: validated config}; a ConfigError is one line naming the file and the key.
+
+    With `experiments`, the including config is what the user passed (--configfile files and --config): the
+    keys Snakemake merged in from config/config.yaml are not the including file's own, so they neither
+    override the listed files nor count as stray keys. Without it, `config` is validated in place (defaults
+    filled in), as before.
+    """
+    if not config.get("experiments"):
+        validate_config(config)
+        return {config["experiment"]: config}
+    user = dict(workflow.config_settings.overwrite_config)
+    including = user if user.get("experiments") else dict(config)
+    experiments = load_experiments(including, source=_including_source())
+    # `config` (seen by report captions) becomes the including config itself
+    config.clear()
+    config.update(including)
+    return experiments
+
+
 # Validate against lorm/schemas/config.schema.yaml (= workflow/schemas/config.schema.yaml) and fill in the
-# defaults, in place. A ConfigError is one line naming the key and the fix; print just that line and stop
-# (raising WorkflowError would add the file, line and a traceback frame of this file).
+# defaults. A ConfigError is one line naming the key and the fix; print just that line and stop (raising
+# WorkflowError would add the file, line and a traceback frame of this file).
 try:
-    validate_config(config)
+    EXPERIMENTS = _experiments(config)
 except ConfigError as error:
     print(f"lorm workflow: invalid configuration: {error}", file=sys.stderr)
     sys.exit(1)
 
-EXPERIMENT = config["experiment"]
-METHODS = config["methods"]
-SEEDS = config["seeds"]
-# canonical text of each beta (0.5, 1.0, 0.05): path component beta{beta}, figure suffixes
-BETAS = [beta_label(beta) for beta in config["fcil"]["betas"]]
+MULTI = bool(
+    config.get("experiments")
+)  # several experiments: per-experiment figures and the paper table
+METHODS = list(dict.fromkeys(m for cfg in EXPERIMENTS.values() for m in cfg["methods"]))
 
-# Every job reads the resolved config (defaults filled in) from this file. It is rewritten only when its
-# content changes, and it is deliberately not an input of the jobs (what a job depends on goes through
-# `params:`), so that e.g. adding a seed does not rerun the other seeds' jobs.
-RESOLVED_CONFIG = f"results/config/{EXPERIMENT}.resolved.yaml"
-write_config_if_changed(config, RESOLVED_CONFIG)
 
-# Jobs call `python -m lorm` from this checkout (also inside the conda env, which holds only the dependencies).
+def betas_of(experiment):
+    """Canonical text of each beta of an experiment (0.5, 1.0, 0.05): path component beta{beta}."""
+    return [beta_label(beta) for beta in EXPERIMENTS[experiment]["fcil"]["betas"]]
+
+
+# Every job reads the resolved config of its experiment (defaults filled in) from this file. It is rewritten
+# only when its content changes, and it is deliberately not an input of the jobs (what a job depends on goes
+# through `params:`), so that e.g. adding a seed does not rerun the other seeds' jobs.
+RESOLVED_CONFIG = "results/config/{experiment}.resolved.yaml"
+for _name, _cfg in EXPERIMENTS.items():
+    write_config_if_changed(_cfg, RESOLVED_CONFIG.format(experiment=_name))
+
+# Jobs call `python -m lorm` from this checkout (also inside the conda env, which holds only the dependencies),
+# and run jobs `python -m gpu_slot` (workflow/scripts/gpu_slot.py: each GPU job of a multi-GPU workstation
+# gets a device of its own).
 _pythonpath = os.environ.get("PYTHONPATH")
 os.environ.update(
     PYTHONPATH=os.pathsep.join(
-        [workflow.basedir] + ([_pythonpath] if _pythonpath else [])
+        [workflow.basedir, os.path.join(workflow.basedir, "workflow", "scripts")]
+        + ([_pythonpath] if _pythonpath else [])
     )
 )
 
 
 wildcard_constraints:
-    experiment=re.escape(EXPERIMENT),
+    experiment="|".join(re.escape(name) for name in EXPERIMENTS),
     method="|".join(re.escape(method) for method in METHODS),
     seed=r"\d+",
     beta=r"\d+(\.\d+)?(e[+-]?\d+)?",
@@ -58,26 +108,64 @@ PARTITION = "results/partitions/{experiment}/beta{beta}/seed{seed}.json"
 METRICS = "results/runs/{experiment}/beta{beta}/{method}/seed{seed}/metrics.json"
 TABLE_CSV = "results/tables/main.csv"
 TABLE_MD = "results/tables/main.md"
-# the files `lorm figures --out-dir figures` writes (names depend on the number of betas)
-FIGURES_PER_TASK = figure_paths(
-    config["fcil"]["betas"], "figures", ["accuracy_per_task"]
+# several experiments: their runs beside the paper's numbers (reference data shipped with the workflow)
+PAPER_CSV = "results/tables/paper.csv"
+PAPER_MD = "results/tables/paper.md"
+PAPER_REFERENCE = os.path.join(
+    workflow.basedir, "workflow/resources/paper-table-lorm.csv"
 )
-FIGURES_MATRIX = figure_paths(config["fcil"]["betas"], "figures", ["accuracy_matrix"])
+# one experiment: the files `lorm figures --out-dir figures` writes (names depend on the number of betas)
+if not MULTI:
+    (_single,) = EXPERIMENTS.values()
+    FIGURES_PER_TASK = figure_paths(
+        _single["fcil"]["betas"], "figures", ["accuracy_per_task"]
+    )
+    FIGURES_MATRIX = figure_paths(
+        _single["fcil"]["betas"], "figures", ["accuracy_matrix"]
+    )
+# several experiments: one folder per experiment and beta (one beta per call, hence fixed file names)
+EXPERIMENT_FIGURES_PER_TASK = "figures/{experiment}/beta{beta}/accuracy_per_task.png"
+EXPERIMENT_FIGURES_MATRIX = "figures/{experiment}/beta{beta}/accuracy_matrix.png"
 
 
-def all_run_metrics(wildcards):
-    """Metrics files of every method x seed x beta, method-major (the table's row order)."""
+def run_metrics(experiment, betas=None):
+    """Metrics files of one experiment (every method x seed x beta, or only the given betas), method-major."""
+    cfg = EXPERIMENTS[experiment]
     return expand(
-        METRICS, experiment=EXPERIMENT, beta=BETAS, method=METHODS, seed=SEEDS
+        METRICS,
+        experiment=experiment,
+        beta=betas or betas_of(experiment),
+        method=cfg["methods"],
+        seed=cfg["seeds"],
     )
 
 
+def all_run_metrics(wildcards):
+    """Metrics files of every experiment x beta x method x seed (the table's row order)."""
+    return [path for name in EXPERIMENTS for path in run_metrics(name)]
+
+
+def experiment_beta_metrics(wildcards):
+    """Metrics files of one experiment and beta (input of its figures)."""
+    return run_metrics(wildcards.experiment, [wildcards.beta])
+
+
 def final_targets(wildcards):
-    return [TABLE_CSV, TABLE_MD] + FIGURES_PER_TASK + FIGURES_MATRIX
+    if not MULTI:
+        return [TABLE_CSV, TABLE_MD] + FIGURES_PER_TASK + FIGURES_MATRIX
+    figures = [
+        pattern.format(experiment=name, beta=beta)
+        for name in EXPERIMENTS
+        for beta in betas_of(name)
+        for pattern in (EXPERIMENT_FIGURES_PER_TASK, EXPERIMENT_FIGURES_MATRIX)
+    ]
+    return [TABLE_CSV, TABLE_MD, PAPER_CSV, PAPER_MD] + figures
 
 
 def figures_dir(wildcards, output):
-    return os.path.dirname(output.per_task[0])
+    """Folder of the figures: output.per_task is a list of files (one experiment) or one file (several)."""
+    per_task = output.per_task
+    return os.path.dirname(per_task if isinstance(per_task, str) else per_task[0])
 
 
 # ---- params: what each job depends on (a change reruns exactly the affected jobs) ---------------------------
@@ -91,23 +179,34 @@ PARTITION_KEYS = (
 )
 
 
+def resolved_config(wildcards):
+    return RESOLVED_CONFIG.format(experiment=wildcards.experiment)
+
+
+def _what_data(dataset):
+    """The dataset section without `root`: where the data lie is not what they are, so moving them (or
+    editing the placeholder root of config/paper/*.yaml) reruns nothing."""
+    return {key: value for key, value in dataset.items() if key != "root"}
+
+
 def dataset_params(wildcards):
-    return config["dataset"]
+    return _what_data(EXPERIMENTS[wildcards.experiment]["dataset"])
 
 
 def partition_params(wildcards):
-    return {key: config["fcil"][key] for key in PARTITION_KEYS}
+    fcil = EXPERIMENTS[wildcards.experiment]["fcil"]
+    return {key: fcil[key] for key in PARTITION_KEYS}
 
 
 def run_params(wildcards):
     """Effective settings of one run: method_params of the method merged into optim and lorm.
 
     runtime.threads, num_workers, eval_batch_size and progress are left out on purpose (they do not change
-    results); so is fcil.betas (the beta is a wildcard).
+    results); so are fcil.betas (the beta is a wildcard) and dataset.root.
     """
-    cfg = method_config(config, wildcards.method)
+    cfg = method_config(EXPERIMENTS[wildcards.experiment], wildcards.method)
     params = {
-        "dataset": cfg["dataset"],
+        "dataset": _what_data(cfg["dataset"]),
         "fcil": {key: value for key, value in cfg["fcil"].items() if key != "betas"},
         "model": cfg["model"],
         "optim": cfg["optim"],
@@ -120,9 +219,43 @@ def run_params(wildcards):
     return params
 
 
-# ---- resources of run jobs ----------------------------------------------------------------------------------
-RUN_THREADS = config["runtime"]["threads"]
-RUN_GPUS = 1 if config["runtime"]["device"].startswith("cuda") else 0
+# ---- threads and resources ----------------------------------------------------------------------------------
+def _visible_gpus():
+    """NVIDIA GPUs this machine exposes (CUDA_VISIBLE_DEVICES if set, else /dev/nvidiaN); no torch import."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    return len(glob.glob(os.path.join(os.sep, "dev", "nvidia[0-9]*")))
+
+
+VISIBLE_GPUS = _visible_gpus()
+
+
+def data_threads(wildcards):
+    """prepare-data decodes images in runtime.num_workers threads (at least one)."""
+    return max(1, EXPERIMENTS[wildcards.experiment]["runtime"]["num_workers"])
+
+
+def run_threads(wildcards):
+    """runtime.threads of the experiment (a profile's set-threads overrides it)."""
+    return EXPERIMENTS[wildcards.experiment]["runtime"]["threads"]
+
+
+def run_gpus(wildcards):
+    """The Snakemake resource gpu of a run job: 1 for device cuda/cuda:N, and for auto on a machine with a GPU.
+
+    A cluster profile's set-resources (profiles/slurm) wins over this, so `auto` also gets a GPU on SLURM
+    although the login node that plans the jobs has none.
+    """
+    device = EXPERIMENTS[wildcards.experiment]["runtime"]["device"]
+    if device.startswith("cuda"):
+        return 1
+    return 1 if device == "auto" and VISIBLE_GPUS > 0 else 0
+
+
+def run_device(wildcards):
+    """runtime.device of the experiment: gpu_slot.py leaves a pinned cuda:N alone."""
+    return EXPERIMENTS[wildcards.experiment]["runtime"]["device"]
 
 
 def run_mem_mb(wildcards, attempt):
