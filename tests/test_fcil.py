@@ -126,7 +126,7 @@ def test_lorm_deploys_the_accumulated_merge(image_setup, monkeypatch):
         def deploy(self):
             super().deploy()
             name, layer = next(iter(self.layers.items()))
-            seen[self.tasks_merged] = (layer.effective_weight() - layer.base.weight).detach().clone(), \
+            seen[self.accumulator.num_tasks] = (layer.effective_weight() - layer.base.weight).detach().clone(), \
                 self.task_delta(name).float(), self.accumulator.delta(name).float(), float(layer.lora_B.abs().sum())
 
     monkeypatch.setitem(METHODS, "lorm", Probe)

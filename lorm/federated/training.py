@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -162,7 +162,3 @@ def predict(model: torch.nn.Module, data: EncodedSplit, indices, num_seen: int, 
         correct[perm[start:start + len(idx)]] = (logits.argmax(1) == labels).cpu().numpy()
         start += len(idx)
     return correct
-
-
-def trainable(params: Iterable[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
-    return [p for p in params if p.requires_grad]

@@ -27,8 +27,7 @@ class LoRM(FederatedLoRA):
         self.stats_augment = cfg.get("stats_augment", True)
         # With alpha 0 only the diagonal of each Gram is used, so only the diagonal is computed (quirk Q2).
         self.backbone_kind = "diag" if self.alpha_backbone == 0 else "full"
-        self.accumulator = TaskAccumulator()
-        self.tasks_merged = 0
+        self.accumulator = TaskAccumulator()  # S, Gamma and the number of merged tasks
 
     def phase(self, task: int, rnd: int) -> tuple[str, ...]:
         # B first: with B = 0 the gradient of A is zero, so an A-round first would be a no-op.
@@ -85,18 +84,17 @@ class LoRM(FederatedLoRA):
         with ctx.timers("merge"):
             for name in self.layers:
                 self.accumulator.add(name, self.task_delta(name), sum_grams(per_layer[name]))
-        self.tasks_merged += 1
+        self.accumulator.end_task()
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "accumulator": self.accumulator.state_dict(), "tasks_merged": self.tasks_merged}
+        return {**super().state_dict(), "accumulator": self.accumulator.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.accumulator.load_state_dict(state["accumulator"])
-        self.tasks_merged = int(state["tasks_merged"])
 
     def deploy(self) -> None:
-        if self.tasks_merged <= 1:  # first task: W0 + B_0 A_0 (spec section 7.3)
+        if self.accumulator.num_tasks <= 1:  # first task: W0 + B_0 A_0 (spec section 7.3)
             deltas = {name: self.task_delta(name) for name in self.layers}
         else:
             deltas = {name: self.accumulator.delta(name) for name in self.layers}
