@@ -79,14 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_config(args, extra: dict | None = None) -> dict:
     from lorm.config import load_config, parse_set_overrides
 
-    overrides = parse_set_overrides(args.overrides)
-    for dotted, value in (extra or {}).items():
-        node = overrides
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return load_config(args.config, overrides)
+    # flags such as --threads are dotted overrides too, applied after (so winning over) --set
+    items = list(args.overrides) + [f"{dotted}={value}" for dotted, value in (extra or {}).items()]
+    return load_config(args.config, parse_set_overrides(items))
 
 
 def _write_json(obj, path: str) -> None:

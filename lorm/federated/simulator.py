@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from lorm.config import method_config
 from lorm.data import DataError
-from lorm.data.partition import partition_fcil
+from lorm.data.partition import class_order_from, partition_fcil
 from lorm.data.tensors import encode_split, image_transforms
 from lorm.federated.checkpoint import load_checkpoint, rng_state, run_fingerprint, save_checkpoint, set_rng_state
 from lorm.federated.comm import CommLedger
@@ -31,8 +31,6 @@ class RunError(ValueError):
 
 
 def make_partition(cfg: dict, dataset: dict, beta: float, seed: int) -> dict:
-    from lorm.data.partition import class_order_from
-
     fcil = cfg["fcil"]
     num_classes = len(dataset["classes"])
     try:
