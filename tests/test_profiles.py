@@ -160,13 +160,19 @@ def test_slurm_paper_dry_run_requests_gpus_for_run_jobs_only():
 # ------------------------------------------------------------------------------------------ stubbed SLURM run
 
 STUBS = {
-    # record the call, run the --wrap payload right here (blocking), print the job id
+    # record the call, run the --wrap payload right here (blocking), print the job id. The plugin submits from
+    # two threads at once, so the job counter is read and bumped under a lock (unlocked, a reader could see the
+    # file truncated by the other writer, crash, and turn into a failed submission that snakemake retries).
     "sbatch": """
-        import json, os, subprocess, sys
+        import fcntl, json, os, subprocess, sys
         args = sys.argv[1:]
-        counter = os.path.join(STATE, "next_id")
-        jobid = int(open(counter).read()) + 1 if os.path.exists(counter) else 1001
-        open(counter, "w").write(str(jobid))
+        with open(os.path.join(STATE, "next_id"), "a+") as counter:
+            fcntl.flock(counter, fcntl.LOCK_EX)
+            counter.seek(0)
+            jobid = int(counter.read() or 1000) + 1
+            counter.seek(0)
+            counter.truncate()
+            counter.write(str(jobid))
         wrap = next(a[len("--wrap="):] for a in args if a.startswith("--wrap="))
         log = args[args.index("--output") + 1].replace("%j", str(jobid))
         workdir = args[args.index("-D") + 1] if "-D" in args else os.getcwd()
@@ -251,17 +257,19 @@ def test_slurm_stub_run_only_run_jobs_get_gpus(tmp_path):
         comment = call["args"][call["args"].index("--comment") + 1]
         by_rule.setdefault(re.match(r"rule_(\w+?)_wildcards", comment).group(1), []).append(call)
     # the cheap rules stayed local; prepare_data and run were submitted, one job per experiment (x method)
-    assert sorted(by_rule) == ["prepare_data", "run"]
-    assert len(by_rule["prepare_data"]) == 2 and len(by_rule["run"]) == 2
+    summary = [(c["jobid"], c["rc"], c["name"], c["args"][c["args"].index("-t") + 1]) for c in calls]
+    assert sorted(by_rule) == ["prepare_data", "run"], summary
+    assert len(by_rule["prepare_data"]) == 2 and len(by_rule["run"]) == 2, summary
+    assert len({c["jobid"] for c in calls}) == len(calls), summary
     for call in calls:
         args = call["args"]
-        assert call["rc"] == 0
+        assert call["rc"] == 0, summary
         assert args[args.index("-A") + 1] == "CHANGE_ME"
         gpus = [a for a in args if a.startswith("--gpus")]
         if call in by_rule["run"]:
             assert gpus == ["--gpus=1"] and "--cpus-per-gpu=8" in args
             assert args[args.index("-p") + 1] == "CHANGE_ME_GPU" and args[args.index("--mem") + 1] == "64000"
-            assert args[args.index("-t") + 1] == "360"
+            assert args[args.index("-t") + 1] == "360", summary  # the first attempt: nothing was retried
         else:
             assert gpus == [] and not any(a.startswith("--cpus-per-gpu") for a in args)
             assert args[args.index("-p") + 1] == "CHANGE_ME" and args[args.index("--mem") + 1] == "32000"
