@@ -165,7 +165,7 @@ def _format_error(error: jsonschema.ValidationError) -> str:
         name = extra[0] if extra else "?"
         hint = ""
         if path and path[0] == "method_params" and len(path) == 2:
-            sections = [s for s in ("optim", "lorm") if name in _schema()["$defs"][s]["properties"]]
+            sections = [s for s, d in _schema()["$defs"].items() if name in d.get("properties", {})]
             if sections:
                 return (
                     f"config key {_key_path(path + [name])}: unknown key (put it under {sections[0]}:"

@@ -46,9 +46,10 @@ class EncodedSplit:
         return np.argsort(lengths, kind="stable")
 
     def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu", augment: bool = False,
-              generator: torch.Generator | None = None):
+              generator: torch.Generator | None = None, raw: bool = False):
         """Inputs for the rows ``idx`` (a dict for text, a float tensor for images) and their labels.
-        ``augment`` selects the training transform of images (random crops/flips drawn from ``generator``)."""
+        ``augment`` selects the training transform of images (random crops/flips drawn from ``generator``);
+        ``raw`` drops the normalisation of the un-augmented images (spec Q13's official statistics inputs)."""
         labels = self.labels[idx].to(device, non_blocking=True)
         if self.modality == "text":
             mask = self.inputs["attention_mask"][idx]
@@ -57,6 +58,8 @@ class EncodedSplit:
             return batch, labels
         x = to_float01(self.inputs["images"][idx].to(device, non_blocking=True))
         transform = self.train_transform if augment else self.test_transform
+        if raw:
+            transform = self.test_transform.without_normalisation()
         return transform(x, generator), labels
 
     @staticmethod

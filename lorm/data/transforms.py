@@ -223,6 +223,10 @@ class BatchTransform:
         x = resize(x, size)
         return x if self._identity_norm else normalise(x, self.mean, self.std)
 
+    def without_normalisation(self) -> "BatchTransform":
+        """The same steps with inputs left in [0, 1] (mean 0, std 1)."""
+        return BatchTransform(self.steps, (0.0,) * 3, (1.0,) * 3, self.image_size, f"{self.description} (raw)")
+
     def describe(self) -> dict:
         """JSON-friendly description (for run configs / provenance)."""
         return {"description": self.description, "image_size": self.image_size, "steps": self.steps,

@@ -86,7 +86,8 @@ def run_experiment(cfg: dict, method: str, seed: int, beta: float, dataset: dict
     bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
     task_ranges = [(int(bounds[t]), int(bounds[t + 1])) for t in range(len(sizes))]
 
-    model = build_classifier(cfg["model"], len(order), generator=generator(seed, 0)).to(runtime.device)
+    model = build_classifier(cfg["model"], len(order), generator=generator(seed, 0),
+                             lora=METHODS[method].uses_lora).to(runtime.device)
     spec = model.spec
     encode_kw = dict(max_length=cfg["dataset"]["max_length"])
     if spec.modality == "image":

@@ -18,6 +18,10 @@ from lorm.data.tensors import EncodedSplit, iterate_batches
 from lorm.models.stats import InputStatistics
 
 
+# A method's regulariser: (inputs=, labels=, features=, logits=) -> scalar loss added to the cross-entropy.
+ExtraLoss = Callable[..., torch.Tensor]
+
+
 def derive_seed(*parts: int) -> int:
     """A 63-bit seed from integers (run seed, task, round, client, ...); stable across processes."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint64)[0] >> 1)
@@ -85,10 +89,13 @@ def train_local(
     runtime: Runtime,
     gen: torch.Generator,
     weight_decay: float = 0.0,
-    extra_loss: Callable[[torch.nn.Module, object, torch.Tensor], torch.Tensor] | None = None,
+    extra_loss: ExtraLoss | None = None,
 ) -> dict:
     """Local training: a fresh AdamW (spec section 5: state reset every round), E epochs of shuffled batches,
-    cross-entropy on the logits of ``class_range`` = [lo, hi) only (labels shifted by lo)."""
+    cross-entropy on the logits of ``class_range`` = [lo, hi) only (labels shifted by lo).
+
+    ``extra_loss(inputs=, labels=, features=, logits=)`` adds a method's regulariser to every step's loss; it
+    gets the pooled features and the logits over *all* classes of this very forward pass (no second forward)."""
     lo, hi = class_range
     groups = [g for g in param_groups if g["params"]]
     optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay)
@@ -100,10 +107,11 @@ def train_local(
         for idx in iterate_batches(indices, runtime.batch_size, gen, shuffle=True):
             inputs, labels = data.batch(idx, runtime.device, augment=True, generator=augment_gen)
             with runtime.autocast():
-                logits = model(inputs)[:, lo:hi]
-                loss = F.cross_entropy(logits.float(), labels - lo)
+                features = model.features(inputs)
+                logits = model.head(features)
+                loss = F.cross_entropy(logits[:, lo:hi].float(), labels - lo)
                 if extra_loss is not None:
-                    loss = loss + extra_loss(model, inputs, labels)
+                    loss = loss + extra_loss(inputs=inputs, labels=labels, features=features, logits=logits)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

@@ -5,16 +5,20 @@ Grams are 1-D (d_in,) diagonal energies or 2-D (d_in, d_in) full X^T X matrices;
 
 from .accumulate import TaskAccumulator
 from .fedavg import fedavg
+from .fisher import fisher_merge
 from .lorm import lorm_merge_A, lorm_merge_B
+from .moments import pool_class_moments
 from .regmean import SingularGramWarning, merge_head, regmean_merge, shrink, sum_grams
 
 __all__ = [
     "SingularGramWarning",
     "TaskAccumulator",
     "fedavg",
+    "fisher_merge",
     "lorm_merge_A",
     "lorm_merge_B",
     "merge_head",
+    "pool_class_moments",
     "regmean_merge",
     "shrink",
     "sum_grams",

@@ -1,6 +1,13 @@
 """Method registry: name -> class. One file per method, all behind lorm.methods.base.Method."""
 
+from lorm.methods.ccvr import CCVR
+from lorm.methods.ewc import EWC
+from lorm.methods.fedavg import FedAvg
 from lorm.methods.fedavg_lora import FedAvgLoRA
+from lorm.methods.fedproto import FedProto
+from lorm.methods.fisheravg import FisherAvg
+from lorm.methods.lwf import LwF
+from lorm.methods.regmean import RegMean
 from lorm.methods.ffa_lora import FFALoRA
 from lorm.methods.joint import Joint
 from lorm.methods.lorm import LoRM
@@ -9,7 +16,8 @@ from lorm.methods.lorm_b_only import LoRMBOnly
 
 from lorm.methods.names import METHOD_NAMES
 
-METHODS = {cls.name: cls for cls in (LoRM, LoRMAOnly, LoRMBOnly, FedAvgLoRA, FFALoRA, Joint)}
+METHODS = {cls.name: cls for cls in (LoRM, LoRMAOnly, LoRMBOnly, FedAvgLoRA, FFALoRA, Joint,
+                                     FedAvg, EWC, LwF, FisherAvg, RegMean, CCVR, FedProto)}
 assert tuple(METHODS) == METHOD_NAMES, "lorm/methods/names.py is out of date"
 
 __all__ = ["METHODS", "METHOD_NAMES"]

@@ -59,6 +59,7 @@ class RunContext:
 class Method(abc.ABC):
     name: str = ""
     federated: bool = True
+    uses_lora: bool = True  # False: the model is built without LoRA layers (full fine-tuning)
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx

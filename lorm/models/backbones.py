@@ -128,6 +128,14 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
+def target_linears(model: nn.Module, spec: "BackboneSpec", targets=None) -> dict[str, nn.Linear]:
+    """The Linear layers of the encoder that LoRA would adapt (spec.lora_targets or ``targets`` regexes), by
+    full module name: the layers RegMean merges under full fine-tuning."""
+    patterns = [re.compile(re.escape(spec.prefix) + t) for t in (targets or spec.lora_targets)]
+    return {name: m for name, m in model.named_modules()
+            if isinstance(m, nn.Linear) and any(p.fullmatch(name) for p in patterns)}
+
+
 class Classifier(nn.Module):
     """Frozen encoder with LoRA + one linear head over all classes."""
 
@@ -148,8 +156,12 @@ class Classifier(nn.Module):
         return self.head(self.features(inputs))
 
 
-def build_classifier(model_cfg: dict, num_classes: int, generator: torch.Generator | None = None) -> Classifier:
-    """Build backbone + head, freeze the encoder, inject LoRA (rank model.lora_rank) on the target layers."""
+def build_classifier(model_cfg: dict, num_classes: int, generator: torch.Generator | None = None,
+                     lora: bool = True) -> Classifier:
+    """Build backbone + head, freeze the encoder, inject LoRA (rank model.lora_rank) on the target layers.
+
+    ``lora=False`` (full-fine-tuning baselines) leaves the plain Linear layers in place: no zero LoRA path to
+    compute, and the methods choose what trains."""
     name = model_cfg["backbone"]
     if name not in BACKBONES:
         raise BackboneError(f"config key model.backbone: unknown backbone {name!r} (available: {', '.join(BACKBONES)})")
@@ -158,6 +170,8 @@ def build_classifier(model_cfg: dict, num_classes: int, generator: torch.Generat
     for p in encoder.parameters():
         p.requires_grad_(False)
     model = Classifier(spec, encoder, dim, num_classes, generator=generator)
+    if not lora:
+        return model
     # model.lora_targets, like the defaults, name layers of the wrapped model (e.g. BertModel, timm ViT)
     targets = [re.escape(spec.prefix) + t for t in (model_cfg.get("lora_targets") or spec.lora_targets)]
     inject_lora(model, targets, model_cfg["lora_rank"], generator=generator)
