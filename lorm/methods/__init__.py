@@ -14,10 +14,11 @@ from lorm.methods.lorm import LoRM
 from lorm.methods.lorm_a_only import LoRMAOnly
 from lorm.methods.lorm_b_only import LoRMBOnly
 
-from lorm.methods.names import METHOD_NAMES
+from lorm.methods.names import FULL_FINETUNING, METHOD_NAMES
 
 METHODS = {cls.name: cls for cls in (LoRM, LoRMAOnly, LoRMBOnly, FedAvgLoRA, FFALoRA, Joint,
                                      FedAvg, EWC, LwF, FisherAvg, RegMean, CCVR, FedProto)}
 assert tuple(METHODS) == METHOD_NAMES, "lorm/methods/names.py is out of date"
+assert FULL_FINETUNING == tuple(n for n, cls in METHODS.items() if not cls.uses_lora), "names.py: FULL_FINETUNING"
 
-__all__ = ["METHODS", "METHOD_NAMES"]
+__all__ = ["FULL_FINETUNING", "METHODS", "METHOD_NAMES"]

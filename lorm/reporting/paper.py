@@ -51,13 +51,15 @@ NOT_IN_PAPER = "—"
 UNSTATED_MARK = "†"
 
 #: our method name -> the paper's row (methods of ours the paper lacks are not listed)
-PAPER_NAMES = {"lorm": "LoRM", "joint": "Joint"}
+PAPER_NAMES = {"lorm": "LoRM", "joint": "Joint", "ewc": "EWC", "lwf": "LwF", "fisheravg": "FisherAVG",
+               "regmean": "RegMean", "ccvr": "CCVR", "fedproto": "FedProto"}
 #: row labels of our methods that the paper lacks
 OUR_LABELS = {
     "lorm-a-only": "LoRM ablation: A only",
     "lorm-b-only": "LoRM ablation: B only",
     "fedavg-lora": "FedAvg-LoRA",
     "ffa-lora": "FFA-LoRA",
+    "fedavg": "FedAvg (full fine-tuning)",
 }
 DATASET_LABELS = {
     "cifar100": "CIFAR-100",

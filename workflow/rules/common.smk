@@ -20,6 +20,7 @@ from lorm.config import (
     validate_config,
     write_config_if_changed,
 )
+from lorm.methods.names import FULL_FINETUNING
 from lorm.reporting.figures import figure_paths
 
 
@@ -199,22 +200,29 @@ def partition_params(wildcards):
 
 
 def run_params(wildcards):
-    """Effective settings of one run: method_params of the method merged into optim and lorm.
+    """Effective settings of one run: method_params of the method merged into its sections.
 
+    Only the sections the method reads are included, so that e.g. a change of the ewc section reruns EWC
+    alone, and adding the baselines to `methods` (config/baselines.yaml) reruns none of the LoRA runs.
     runtime.threads, num_workers, eval_batch_size and progress are left out on purpose (they do not change
     results); so are fcil.betas (the beta is a wildcard) and dataset.root.
     """
-    cfg = method_config(EXPERIMENTS[wildcards.experiment], wildcards.method)
+    method = wildcards.method
+    cfg = method_config(EXPERIMENTS[wildcards.experiment], method)
     params = {
         "dataset": _what_data(cfg["dataset"]),
         "fcil": {key: value for key, value in cfg["fcil"].items() if key != "betas"},
-        "model": cfg["model"],
-        "optim": cfg["optim"],
-        "lorm": cfg["lorm"],
-        "device": cfg["runtime"]["device"],
-        "amp": cfg["runtime"]["amp"],
     }
-    if wildcards.method == "joint":
+    if method in FULL_FINETUNING:
+        params["model"] = {k: v for k, v in cfg["model"].items() if k != "lora_rank"}
+        params["optim"] = {"weight_decay": cfg["optim"]["weight_decay"]}
+        params["baselines"] = cfg["baselines"]
+        if method in cfg:
+            params[method] = cfg[method]
+    else:
+        params.update(model=cfg["model"], optim=cfg["optim"], lorm=cfg["lorm"])
+    params.update(device=cfg["runtime"]["device"], amp=cfg["runtime"]["amp"])
+    if method == "joint":
         params["joint"] = cfg["joint"]
     return params
 
