@@ -89,7 +89,7 @@ def test_every_key_has_description_and_default_and_no_extra_keys():
     schema = load_schema()
     assert schema["$schema"].endswith("2020-12/schema")
     leaves = _leaf_keys(schema)
-    assert len(leaves) == 45  # 5 top-level keys + 40 keys in 7 sections
+    assert len(leaves) == 63  # 5 top-level keys + 58 keys in 13 sections
     for key, sub in leaves:
         assert sub.get("description"), key
         assert "default" in sub, key
@@ -486,7 +486,9 @@ def test_paper_configs_are_complete_and_share_the_protocol(path):
     cfg = load_config(path)
     assert cfg == raw  # every key written out
     assert cfg["seeds"] == [0, 1, 2]
-    assert cfg["methods"] == ["lorm", "lorm-a-only", "lorm-b-only", "fedavg-lora", "ffa-lora", "joint"]
+    assert cfg["methods"] == ["lorm", "lorm-a-only", "lorm-b-only", "fedavg-lora", "ffa-lora", "joint",
+                              "fedavg", "ewc", "lwf", "fisheravg", "regmean", "ccvr", "fedproto"]
+    assert cfg["baselines"] == {"lr": 0.0003, "stats_on_raw_inputs": False}  # the official defaults (spec 13)
     assert cfg["model"]["backbone"] == "vit_base_patch16_224.augreg_in21k"
     assert cfg["dataset"]["image_size"] == 224 and cfg["dataset"]["root"] == "data/"
     assert cfg["dataset"]["preprocessing"] == "intended" and cfg["dataset"]["strict"] is True
@@ -522,3 +524,15 @@ def test_paper_settings_spot_checks_against_the_spec_table():
     assert cifar["optim"]["lr_A"] is None and cifar["optim"]["lr_B"] is None
     assert _paper("imagenet-r-beta0.1")["model"]["lora_rank"] == 32
     assert _paper("eurosat-beta1.0")["fcil"]["num_tasks"] == 5
+
+
+def test_baselines_config_only_adds_the_baselines_to_the_default():
+    """config/baselines.yaml merged over config/config.yaml (as Snakemake does) = the default + seven methods."""
+    from lorm.methods.names import FULL_FINETUNING
+
+    default = load_config(REPO / "config" / "config.yaml")
+    extra = yaml.safe_load((REPO / "config" / "baselines.yaml").read_text())
+    assert set(extra) == {"methods"}
+    assert extra["methods"] == default["methods"] + list(FULL_FINETUNING)
+    merged = load_config(REPO / "config" / "config.yaml", extra)
+    assert {k: v for k, v in merged.items() if k != "methods"} == {k: v for k, v in default.items() if k != "methods"}
