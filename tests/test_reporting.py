@@ -44,10 +44,11 @@ def _metrics(method: str, seed: int, beta: float = 0.5, experiment: str = "exp",
         "final_avg_accuracy": statistics.fmean(last),
         "final_avg_accuracy_weighted": sum(a * n for a, n in zip(last, sizes)) / sum(sizes),
         "avg_forgetting": forgetting,
-        "communication": {**comm, "upload_bytes_total": 0, "download_bytes_total": 0, "client_rounds": 8},
+        "communication": {**comm, "upload_bytes_total": 8 * comm["upload_bytes_per_client_round"] + 100,
+                          "download_bytes_total": 8 * comm["download_bytes_per_client_round"], "client_rounds": 8},
         "wall_time_s": {"train": 10.0 + seed + len(method), "statistics": 1.0, "merge": 0.5, "evaluation": 2.0,
                         "total": 20.0},
-        "config": {"experiment": experiment},
+        "config": {"experiment": experiment, "fcil": {"num_clients": 4}},
     }
 
 
@@ -88,6 +89,8 @@ def test_table_numbers(tmp_path, runs):
             "upload_mb": [m["communication"]["upload_bytes_per_client_round"] / 1e6 for m in mine],
             "download_mb": [m["communication"]["download_bytes_per_client_round"] / 1e6 for m in mine],
             "train_time_s": [m["wall_time_s"]["train"] for m in mine],
+            "total_mb": [(m["communication"]["upload_bytes_total"] + m["communication"]["download_bytes_total"])
+                         / 4 / 1e6 for m in mine],
         }.items():
             assert row[f"{col}_mean"] == pytest.approx(statistics.mean(values))
             assert row[f"{col}_std"] == pytest.approx(statistics.stdev(values))  # ddof = 1
@@ -258,10 +261,12 @@ def test_paper_table_ours_beside_paper_and_markers(tmp_path, paper_runs):
     assert lorm[header.index("EuroSAT paper") - 1] == "84.23†"  # beta unstated for EuroSAT in the paper
     joint = rows["Joint (`joint`)"]
     assert joint[0] == "92.00 ± 1.00" and joint[1] == "92.75"
-    assert rows["EWC"][0] == "not run" and rows["EWC"][1] == "78.46"  # paper method we do not run
+    assert rows["EWC (`ewc`)"][0] == "not run" and rows["EWC (`ewc`)"][1] == "78.46"  # ours, without runs here
+    assert rows["L2P"][0] == "not run" and rows["L2P"][1] == "83.88"  # a paper method we do not implement
     assert rows["FFA-LoRA (`ffa-lora`)"][0] == "71.00 ± 1.00" and rows["FFA-LoRA (`ffa-lora`)"][1] == "—"
-    assert list(rows)[:12] == ["Joint (`joint`)", "EWC", "LwF", "FisherAVG", "RegMean", "CCVR", "L2P", "CODA-P",
-                               "FedProto", "TARGET", "PILoRA", "LoRM (`lorm`)"]  # the paper's row order
+    assert list(rows)[:12] == ["Joint (`joint`)", "EWC (`ewc`)", "LwF (`lwf`)", "FisherAVG (`fisheravg`)",
+                               "RegMean (`regmean`)", "CCVR (`ccvr`)", "L2P", "CODA-P", "FedProto (`fedproto`)",
+                               "TARGET", "PILoRA", "LoRM (`lorm`)"]  # the paper's row order
 
     header, rows = _md_rows(text, "1.0")  # a beta the paper's table does not cover
     assert header == ["Method", "EuroSAT ours", "EuroSAT paper"]

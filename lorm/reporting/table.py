@@ -19,13 +19,22 @@ from lorm.reporting import as_float, get_key, load_runs
 
 __all__ = ["METRICS", "aggregate", "to_markdown", "write_tables"]
 
-# (column stem, dotted key in metrics.json, scale, Markdown header, decimals in Markdown)
+def total_bytes_per_client(run: dict) -> float:
+    """Every byte a client exchanged over the whole run (uploads + downloads of every kind: rounds, LoRM's and
+    EWC's end-of-task statistics, CCVR's calibration), averaged over clients: accuracy against bytes."""
+    comm = run["communication"]
+    clients = get_key(run, "config.fcil.num_clients")
+    return (as_float(comm["upload_bytes_total"]) + as_float(comm["download_bytes_total"])) / clients
+
+
+# (column stem, dotted key in metrics.json or a function of the run, scale, Markdown header, decimals in Markdown)
 METRICS = (
     ("faa", "final_avg_accuracy", 1.0, "FAA task-mean (%)", 2),
     ("faa_weighted", "final_avg_accuracy_weighted", 1.0, "FAA sample-weighted (%)", 2),
     ("forgetting", "avg_forgetting", 1.0, "Forgetting (pp)", 2),
     ("upload_mb", "communication.upload_bytes_per_client_round", 1e-6, "Upload MB/client/round", 3),
     ("download_mb", "communication.download_bytes_per_client_round", 1e-6, "Download MB/client/round", 3),
+    ("total_mb", total_bytes_per_client, 1e-6, "Total MB/client (run)", 1),
     ("train_time_s", "wall_time_s.train", 1.0, "Train time (s)", 1),
 )
 
@@ -47,7 +56,7 @@ def aggregate(runs: list[dict]) -> pd.DataFrame:
         rec = {"experiment": str(run["experiment"]), "beta": float(run["beta"]), "method": str(run["method"])}
         rec["seed"] = int(run["seed"])
         for stem, key, scale, _, _ in METRICS:
-            rec[stem] = as_float(get_key(run, key)) * scale
+            rec[stem] = as_float(key(run) if callable(key) else get_key(run, key)) * scale
         records.append(rec)
     frame = pd.DataFrame.from_records(records)
 
@@ -93,7 +102,8 @@ def to_markdown(table: pd.DataFrame) -> str:
         "Mean ± sample standard deviation (ddof = 1) over seeds; a single value when there is one seed. "
         "FAA = final average accuracy after the last task (task mean and sample weighted); forgetting = mean "
         "drop from a task's accuracy right after it was learnt to its final accuracy (– = not defined, e.g. "
-        "joint); communication per client and round in MB (10^6 bytes); training wall time per run.",
+        "joint); communication per client and round in MB (10^6 bytes), and in total per client over the run "
+        "(every exchange, both directions); training wall time per run.",
         "",
     ]
     columns: list[tuple[str, str]] = []  # (header, alignment)
