@@ -83,7 +83,8 @@ def _plot_per_task(groups: dict[str, list[dict]], num_tasks: int, title: str, pa
     fig = _new_figure(7.0, 4.5)
     ax = fig.add_subplot()
     x = np.arange(1, num_tasks + 1)
-    colours = iter(f"C{i}" for i in range(100))
+    # ten colours, then the same colours dashed with square markers (13 methods with the baselines)
+    styles = iter((f"C{i % 10}", "-" if i < 10 else "--", "o" if i < 10 else "s") for i in range(1000))
     several_seeds = any(len(runs) > 1 for runs in groups.values())
     lo, hi = math.inf, -math.inf
     for method, runs in groups.items():
@@ -97,15 +98,16 @@ def _plot_per_task(groups: dict[str, list[dict]], num_tasks: int, title: str, pa
         if _is_final_only(runs, num_tasks):
             value, spread = mean[-1], band[-1]
             label = f"{method} (upper bound)" if method == "joint" else f"{method} (after the last task)"
-            colour = "black" if method == "joint" else next(colours)
+            colour = "black" if method == "joint" else next(styles)[0]
             ax.axhline(value, color=colour, linestyle="--", linewidth=1.5, label=f"{label}, n={n}")
             if spread > 0:
                 ax.axhspan(value - spread, value + spread, color=colour, alpha=0.12, linewidth=0)
             lo, hi = min(lo, value - spread), max(hi, value + spread)
             continue
-        colour = next(colours)
+        colour, linestyle, marker = next(styles)
         ok = ~np.isnan(mean)
-        ax.plot(x[ok], mean[ok], marker="o", markersize=4, color=colour, label=f"{method}, n={n}")
+        ax.plot(x[ok], mean[ok], marker=marker, markersize=4, color=colour, linestyle=linestyle,
+                label=f"{method}, n={n}")
         if n > 1:
             ax.fill_between(x[ok], (mean - band)[ok], (mean + band)[ok], color=colour, alpha=0.2, linewidth=0)
         if ok.any():
