@@ -135,6 +135,11 @@ def target_linears(model: nn.Module, spec: "BackboneSpec", targets=None) -> dict
     return {name: m for name, m in model.named_modules()
             if isinstance(m, nn.Linear) and any(p.fullmatch(name) for p in patterns)}
 
+# CLIP vision towers (KnOTS merge benchmark): lorm/models/clip.py builds them and their frozen text heads
+from lorm.models.clip import BACKBONE_SPECS as _CLIP_SPECS  # noqa: E402  (needs BackboneSpec defined above)
+
+BACKBONES.update(_CLIP_SPECS)
+
 
 class Classifier(nn.Module):
     """Frozen encoder with LoRA + one linear head over all classes."""
