@@ -314,3 +314,28 @@ def test_raw_statistics_inputs_skip_only_the_normalisation(setup):
     m_raw = class_feature_moments(algo.model, train, idx.numpy(), algo.ctx.runtime, raw=True)
     m = class_feature_moments(algo.model, train, idx.numpy(), algo.ctx.runtime)
     assert not torch.allclose(m_raw["mean"], m["mean"])
+
+
+def test_ewc_penalty_is_added_to_every_local_step_after_the_first_task(setup, monkeypatch):
+    """The penalty reaches the shared loop: evaluated once per step (its gradient is 0 at theta = theta*, so a
+    round's first step is plain FedAvg; see the closing note of issue 4 on lambda = 1)."""
+    algo = make_method(setup, "ewc")
+    steps, calls = [], []
+    real_penalty, real_train = algo.penalty, __import__("lorm.methods.full", fromlist=["x"]).train_local
+
+    def counting_penalty():
+        calls.append(1)
+        return real_penalty()
+
+    def counting_train(*args, **kw):
+        out = real_train(*args, **kw)
+        steps.append(out["steps"])
+        return out
+
+    monkeypatch.setattr(algo, "penalty", counting_penalty)
+    monkeypatch.setattr("lorm.methods.full.train_local", counting_train)
+    algo.client_update(0, 0, 0, algo.broadcast(0, 0))
+    assert calls == [] and steps  # no Fisher yet: no penalty in the first task
+    algo.end_task(0)
+    algo.client_update(0, 1, 0, algo.broadcast(1, 0))
+    assert len(calls) == steps[-1] > 0

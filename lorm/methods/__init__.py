@@ -1,24 +1,32 @@
 """Method registry: name -> class. One file per method, all behind lorm.methods.base.Method."""
 
 from lorm.methods.ccvr import CCVR
+from lorm.methods.dare_ties import DARETIES
 from lorm.methods.ewc import EWC
 from lorm.methods.fedavg import FedAvg
 from lorm.methods.fedavg_lora import FedAvgLoRA
 from lorm.methods.fedproto import FedProto
 from lorm.methods.fisheravg import FisherAvg
+from lorm.methods.knots_dare_ties import KnOTSDARETIES
+from lorm.methods.knots_ties import KnOTSTIES
 from lorm.methods.lwf import LwF
 from lorm.methods.regmean import RegMean
+from lorm.methods.ta import TA
+from lorm.methods.ties import TIES
 from lorm.methods.ffa_lora import FFALoRA
 from lorm.methods.joint import Joint
 from lorm.methods.lorm import LoRM
 from lorm.methods.lorm_a_only import LoRMAOnly
 from lorm.methods.lorm_b_only import LoRMBOnly
 
-from lorm.methods.names import FULL_FINETUNING, METHOD_NAMES
+from lorm.methods.names import FULL_FINETUNING, METHOD_NAMES, TASK_MERGE
 
 METHODS = {cls.name: cls for cls in (LoRM, LoRMAOnly, LoRMBOnly, FedAvgLoRA, FFALoRA, Joint,
-                                     FedAvg, EWC, LwF, FisherAvg, RegMean, CCVR, FedProto)}
+                                     FedAvg, EWC, LwF, FisherAvg, RegMean, CCVR, FedProto,
+                                     TA, TIES, DARETIES, KnOTSTIES, KnOTSDARETIES)}
 assert tuple(METHODS) == METHOD_NAMES, "lorm/methods/names.py is out of date"
 assert FULL_FINETUNING == tuple(n for n, cls in METHODS.items() if not cls.uses_lora), "names.py: FULL_FINETUNING"
 
-__all__ = ["FULL_FINETUNING", "METHODS", "METHOD_NAMES"]
+assert set(TASK_MERGE) <= set(METHODS), "names.py: TASK_MERGE"
+
+__all__ = ["FULL_FINETUNING", "METHODS", "METHOD_NAMES", "TASK_MERGE"]

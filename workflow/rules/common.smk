@@ -20,7 +20,7 @@ from lorm.config import (
     validate_config,
     write_config_if_changed,
 )
-from lorm.methods.names import FULL_FINETUNING
+from lorm.methods.names import FULL_FINETUNING, TASK_MERGE
 from lorm.reporting.figures import figure_paths
 
 
@@ -221,6 +221,8 @@ def run_params(wildcards):
             params[method] = cfg[method]
     else:
         params.update(model=cfg["model"], optim=cfg["optim"], lorm=cfg["lorm"])
+        if method in TASK_MERGE:
+            params["task_merge"] = cfg["task_merge"]
     params.update(device=cfg["runtime"]["device"], amp=cfg["runtime"]["amp"])
     if method == "joint":
         params["joint"] = cfg["joint"]
