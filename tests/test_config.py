@@ -57,7 +57,8 @@ def test_defaults_filled_nested():
     cfg = load_config()
     assert cfg["experiment"] == "wordnet40-minilm"
     assert cfg["seeds"] == [0]
-    assert cfg["methods"] == ["lorm", "lorm-a-only", "lorm-b-only", "fedavg-lora", "ffa-lora", "joint"]
+    assert cfg["methods"] == ["lorm", "lorm-a-only", "lorm-b-only", "fedavg-lora", "ffa-lora", "joint", "ta", "ties",
+                              "dare-ties", "knots-ties", "knots-dare-ties"]
     assert cfg["method_params"] == {}
     assert cfg["dataset"] == {"name": "wordnet40", "root": None, "train_per_class": 40, "test_per_class": 12,
                               "seed": 0, "max_length": 32, "image_size": 32, "preprocessing": "intended",
@@ -89,7 +90,7 @@ def test_every_key_has_description_and_default_and_no_extra_keys():
     schema = load_schema()
     assert schema["$schema"].endswith("2020-12/schema")
     leaves = _leaf_keys(schema)
-    assert len(leaves) == 63  # 5 top-level keys + 58 keys in 13 sections
+    assert len(leaves) == 68  # 5 top-level keys + 63 keys in 14 sections
     for key, sub in leaves:
         assert sub.get("description"), key
         assert "default" in sub, key
@@ -486,8 +487,9 @@ def test_paper_configs_are_complete_and_share_the_protocol(path):
     cfg = load_config(path)
     assert cfg == raw  # every key written out
     assert cfg["seeds"] == [0, 1, 2]
-    assert cfg["methods"] == ["lorm", "lorm-a-only", "lorm-b-only", "fedavg-lora", "ffa-lora", "joint",
-                              "fedavg", "ewc", "lwf", "fisheravg", "regmean", "ccvr", "fedproto"]
+    assert cfg["methods"] == ["lorm", "lorm-a-only", "lorm-b-only", "fedavg-lora", "ffa-lora", "joint", "ta", "ties",
+                              "dare-ties", "knots-ties", "knots-dare-ties", "fedavg", "ewc", "lwf", "fisheravg",
+                              "regmean", "ccvr", "fedproto"]
     assert cfg["baselines"] == {"lr": 0.0003, "stats_on_raw_inputs": False}  # the official defaults (spec 13)
     assert cfg["model"]["backbone"] == "vit_base_patch16_224.augreg_in21k"
     assert cfg["dataset"]["image_size"] == 224 and cfg["dataset"]["root"] == "data/"
