@@ -23,6 +23,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/run.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/merge.smk"
 
 
 # cheap rules never go to a cluster (prepare_data does: it decodes whole image data sets)

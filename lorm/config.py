@@ -41,7 +41,7 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 #: Top-level keys an including config (one with ``experiments``) may set besides ``experiments``: they replace
 #: the same keys of every listed experiment file.
-EXPERIMENT_OVERRIDES = ("methods", "seeds")
+EXPERIMENT_OVERRIDES = ("methods", "seeds", "merge_benchmark")
 
 
 class ConfigError(ValueError):

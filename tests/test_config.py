@@ -90,7 +90,7 @@ def test_every_key_has_description_and_default_and_no_extra_keys():
     schema = load_schema()
     assert schema["$schema"].endswith("2020-12/schema")
     leaves = _leaf_keys(schema)
-    assert len(leaves) == 68  # 5 top-level keys + 63 keys in 14 sections
+    assert len(leaves) == 69  # 6 top-level keys + 63 keys in 14 sections
     for key, sub in leaves:
         assert sub.get("description"), key
         assert "default" in sub, key

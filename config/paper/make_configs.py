@@ -72,6 +72,7 @@ TEMPLATE = """\
 # Run all 18 settings: snakemake --cores all --workflow-profile paper (see README, "Reproducing the paper").
 
 experiments: null             # this file is one experiment (config/paper.yaml lists all of them)
+merge_benchmark: config/merge-paper.yaml  # the KnOTS merge benchmark of the paper (target merge_benchmark)
 experiment: {experiment}
 seeds: {seeds}{seeds_pad}# the paper's seed count is unknown: three seeds, mean +- std
 methods:                      # table order

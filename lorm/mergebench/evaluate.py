@@ -28,7 +28,7 @@ from lorm.merging import knots_align, knots_merge_aligned, merge_deltas
 from lorm.models.lora import lora_layers, set_factors
 
 from .config import BenchError, fingerprint
-from .finetune import build_model, head_tensors, load_finetuned_file, make_runtime
+from .finetune import backbone_checksum, build_model, head_tensors, load_finetuned_file, make_runtime
 from .search import coordinates_for, greedy_search, start_for
 from .tasks import build_tasks, task_names
 
@@ -158,6 +158,10 @@ class Evaluator:
                 not torch.equal(self.layers[n].lora_A.detach().cpu(), init[n]) for n in init):
             raise BenchError("the rebuilt model's initial LoRA A differs from the fine-tuned files' (another seed, "
                              "backbone or library version?)")
+        stored = self.records[0].get("backbone_checksum")
+        if stored is None or abs(backbone_checksum(self.model) - float(stored)) > 1e-6 * max(1.0, abs(float(stored))):
+            raise BenchError("the rebuilt backbone's pre-trained weights differ from the fine-tuned files' (other "
+                             "model.weights or library version?)")
         self.base_factors = {n: {"A": l.lora_A.detach().clone(), "B": torch.zeros_like(l.lora_B)}
                              for n, l in self.layers.items()}
         set_factors(self.model, self.base_factors)  # B = 0: the LoRA branch adds nothing

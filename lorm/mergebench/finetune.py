@@ -41,8 +41,8 @@ from lorm.models.lora import get_factors, lora_layers, set_factors
 from .config import CLIP_BACKBONES, fingerprint
 from .tasks import build_tasks, resolve_task, task_names, template_key
 
-__all__ = ["FORMAT", "build_model", "make_runtime", "init_trained_head", "make_text_heads", "set_head", "lr_at",
-           "finetune_task", "save_finetuned", "load_finetuned_file"]
+__all__ = ["FORMAT", "build_model", "backbone_checksum", "make_runtime", "init_trained_head", "make_text_heads",
+           "set_head", "lr_at", "finetune_task", "save_finetuned", "load_finetuned_file"]
 
 FORMAT = "lorm-mergebench-finetuned/1"
 
@@ -59,10 +59,19 @@ def build_model(cfg: dict, runtime: Runtime | None = None):
     """Backbone + LoRA (shared initial A from the run seed) + a one-row placeholder head."""
     from lorm.models.backbones import build_classifier
 
-    model = build_classifier(dict(cfg["model"]), 1, generator=generator(cfg["seed"], 0))
+    with torch.random.fork_rng(devices=[]):  # random-init test backbones draw from the global RNG: seed it
+        torch.manual_seed(derive_seed(cfg["seed"], 5))
+        model = build_classifier(dict(cfg["model"]), 1, generator=generator(cfg["seed"], 0))
     if runtime is not None:
         model.to(runtime.device)
     return model
+
+
+@torch.no_grad()
+@torch.no_grad()
+def backbone_checksum(model) -> float:
+    """Sum of the pre-trained weights of the LoRA layers (float64): the merge jobs check they rebuilt the same W0."""
+    return float(sum(layer.base.weight.double().sum() for layer in lora_layers(model).values()))
 
 
 @torch.no_grad()
@@ -220,6 +229,7 @@ def finetune_task(cfg: dict, task_ref, *, progress: bool | None = None, datasets
         "classnames": [str(c) for c in task.classnames],
         "factors": factors,
         "init_A": init_A,
+        "backbone_checksum": backbone_checksum(model),
         "head": {"kind": kind, "weight": head.weight.detach().cpu().clone(),
                  "bias": head.bias.detach().cpu().clone() if kind == "trained" else None},
         "val_acc": val_acc,

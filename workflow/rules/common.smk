@@ -10,6 +10,7 @@
 import glob
 import os
 import re
+import shlex
 import sys
 
 from lorm.config import (
@@ -20,6 +21,8 @@ from lorm.config import (
     validate_config,
     write_config_if_changed,
 )
+from lorm.mergebench.config import load_merge_config
+from lorm.mergebench.tasks import task_names
 from lorm.methods.names import FULL_FINETUNING, TASK_MERGE
 from lorm.reporting.figures import figure_paths
 
@@ -275,3 +278,42 @@ def run_mem_mb(wildcards, attempt):
 def run_runtime(wildcards, attempt):
     """Minutes; doubled on a retry (`--retries 1`)."""
     return 60 * attempt
+
+
+# ---- the KnOTS merge benchmark (workflow/rules/merge.smk) ---------------------------------------------------
+def _merge_config_path():
+    """config key merge_benchmark (an including config may set it; else the listed experiments' value)."""
+    if config.get("merge_benchmark"):
+        return config["merge_benchmark"]
+    return next(iter(EXPERIMENTS.values()))["merge_benchmark"]
+
+
+MERGE_CONFIG = _merge_config_path()
+try:
+    MERGE = load_merge_config(MERGE_CONFIG) if os.path.exists(MERGE_CONFIG) else None
+    MERGE_ERROR = None if MERGE else f"{MERGE_CONFIG}: file not found (config key merge_benchmark)"
+except ConfigError as error:  # reported only when the merge benchmark is requested
+    MERGE, MERGE_ERROR = None, str(error)
+
+MERGE_SHELL_ERROR = shlex.quote(f"lorm workflow: merge benchmark: {MERGE_ERROR}")
+if MERGE is not None:
+    MERGE_NAME = MERGE["experiment"]
+    MERGE_TASKS = task_names(MERGE)
+    # the reference rows first: the individual fine-tuned models and the pre-trained base
+    MERGE_METHODS = ["finetuned", "base", *MERGE["merge"]["methods"]]
+    MERGE_DIR = f"results/merge/{MERGE_NAME}"
+    MERGE_FIGURES = f"figures/merge/{MERGE_NAME}"
+
+    wildcard_constraints:
+        task="|".join(re.escape(t) for t in MERGE_TASKS),
+        merge_method="|".join(re.escape(m) for m in MERGE_METHODS),
+
+
+def merge_settings(sections):
+    """The benchmark config sections a job depends on (rerun trigger through params)."""
+    return {section: MERGE.get(section) for section in sections}
+
+
+def merge_gpus(wildcards):
+    """A merge benchmark job takes a GPU when the machine has one and runtime.device allows it."""
+    return int(VISIBLE_GPUS > 0 and MERGE["runtime"]["device"] != "cpu")
