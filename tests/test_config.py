@@ -57,8 +57,8 @@ def test_defaults_filled_nested():
     cfg = load_config()
     assert cfg["experiment"] == "wordnet40-minilm"
     assert cfg["seeds"] == [0]
-    assert cfg["methods"] == ["lorm", "lorm-a-only", "lorm-b-only", "fedavg-lora", "ffa-lora", "joint", "ta", "ties",
-                              "dare-ties", "knots-ties", "knots-dare-ties"]
+    assert cfg["methods"] == ["lorm", "lorm-a-only", "lorm-b-only", "fedavg-lora", "ffa-lora", "joint", "ta",
+                              "knots-ties", "knots-dare-ties"]
     assert cfg["method_params"] == {}
     assert cfg["dataset"] == {"name": "wordnet40", "root": None, "train_per_class": 40, "test_per_class": 12,
                               "seed": 0, "max_length": 32, "image_size": 32, "preprocessing": "intended",
@@ -535,6 +535,6 @@ def test_baselines_config_only_adds_the_baselines_to_the_default():
     default = load_config(REPO / "config" / "config.yaml")
     extra = yaml.safe_load((REPO / "config" / "baselines.yaml").read_text())
     assert set(extra) == {"methods"}
-    assert extra["methods"] == default["methods"] + list(FULL_FINETUNING)
+    assert extra["methods"] == default["methods"] + ["ties", "dare-ties"] + list(FULL_FINETUNING)
     merged = load_config(REPO / "config" / "config.yaml", extra)
     assert {k: v for k, v in merged.items() if k != "methods"} == {k: v for k, v in default.items() if k != "methods"}

@@ -198,9 +198,11 @@ def test_knots_ta_equals_ta_and_metrics_file(vision2):
     cfg, paths = vision2
     ta = run_merge(cfg, "ta", paths, progress=False)
     kta = run_merge(cfg, "knots-ta", paths, progress=False)
-    assert kta["checks"]["knots_ta_equals_ta"]["equal"] and kta["checks"]["knots_ta_equals_ta"]["relative_frobenius"] < 1e-6
+    check = kta["checks"]["knots_ta_equals_ta"]
+    assert check["equal"] and check["relative_frobenius"] < 1e-6
     assert ta["per_task"]["chosen"] == kta["per_task"]["chosen"]
-    assert [s["score"] for s in ta["per_task"]["steps"]] == pytest.approx([s["score"] for s in kta["per_task"]["steps"]])
+    scores = [s["score"] for s in ta["per_task"]["steps"]]
+    assert scores == pytest.approx([s["score"] for s in kta["per_task"]["steps"]])
     assert ta["per_task"]["test"]["normalised"] == pytest.approx(kta["per_task"]["test"]["normalised"])
     for step in ta["per_task"]["steps"]:
         assert {"param", "value", "hp", "score", "improved", "val"} <= set(step)
@@ -265,7 +267,7 @@ def _fabricate_digits(root: pathlib.Path) -> None:
     import scipy.io as sio
 
     for name, size, seed in (("mnist", 28, 1), ("svhn", 32, 2)):
-        ds = make_synthetic_images(10, 6, 5, image_size=size, seed=seed)
+        ds = make_synthetic_images(10, 8, 10, image_size=size, seed=seed, noise=6.0, amplitude=90.0)
         for split, prefix in (("train", "train"), ("test", "t10k")):
             images, labels = ds[split]["images"], np.asarray(ds[split]["label"])
             if name == "mnist":
@@ -288,7 +290,7 @@ def test_clip_path_end_to_end_with_text_heads_and_shared_digits(tmp_path, capsys
         "tasks": {"source": "datasets", "datasets": ["mnist", "svhn"]},
         "dataset": {"root": str(tmp_path / "data"), "image_size": 32, "strict": False},
         "model": {"backbone": "clip-tiny-test", "lora_rank": 2, "head": "text"},
-        "train": {"lr": 0.003, "batch_size": 10, "max_steps": 4, "warmup_steps": 1, "eval_every": 2},
+        "train": {"lr": 0.01, "batch_size": 10, "max_steps": 12, "warmup_steps": 1, "eval_every": 4, "patience": None},
         "merge": FAST_MERGE, "runtime": RUNTIME}))  # JSON is YAML
     ft = []
     for name in ("mnist", "svhn"):
@@ -299,7 +301,7 @@ def test_clip_path_end_to_end_with_text_heads_and_shared_digits(tmp_path, capsys
     rec = torch.load(ft[0], weights_only=True)
     assert rec["head"]["kind"] == "text" and rec["head"]["bias"] is None
     assert rec["classnames"] == [str(d) for d in range(10)]
-    assert rec["sizes"] == {"train": 60, "val": 10, "test": 40}  # floor(0.2 * 50) carved out of test
+    assert rec["sizes"] == {"train": 80, "val": 20, "test": 80}  # floor(0.2 * 100) carved out of test
     torch.testing.assert_close(rec["head"]["weight"].norm(dim=1), torch.full((10,), 100.0))
     svhn = torch.load(ft[1], weights_only=True)
     torch.testing.assert_close(rec["head"]["weight"], svhn["head"]["weight"])  # same digit prompt
@@ -377,7 +379,10 @@ def test_report_renders_the_papers_numbers_verbatim_and_labels_them(vision2, tmp
     write_report(runs, paper, tmp_path / "r.md", tmp_path / "r.csv", tmp_path / "r.png")
     md = (tmp_path / "r.md").read_text()
     assert "paper† (CLIP ViT-B/32 LoRA r16, 8 vision tasks)" in md and "NOT comparable" in md
-    lines = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines() if line.startswith("| ")}
+    lines = {}
+    for line in md.splitlines():  # the first table: methods beside the paper
+        if line.startswith("| "):
+            lines.setdefault(line.split(" | ")[0].lstrip("| "), line)
     assert "| 68.0 | 46.8 / 68.1 / 76.3 |" in lines["KnOTS-TIES"]  # verbatim strings, not re-formatted numbers
     assert "| 63.7 | not found |" in lines["TA"] or "| 63.7 | ? / ? / ? |" in lines["TA"]
     assert "84.1 (abs.)" in lines["Fine-tuned (individual LoRA models) (ensemble for Hits@k)"]

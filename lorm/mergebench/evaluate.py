@@ -167,7 +167,10 @@ class Evaluator:
         set_factors(self.model, self.base_factors)  # B = 0: the LoRA branch adds nothing
         self.heads = [head_tensors(r) for r in self.records]
         shared = cfg["joint"]["shared"]
-        self.joint = joint_head({n: w for n, (w, _) in zip(self.names, self.heads)}, shared=shared)
+        try:
+            self.joint = joint_head({n: w for n, (w, _) in zip(self.names, self.heads)}, shared=shared)
+        except ValueError as exc:
+            raise BenchError(f"config key joint.shared: {exc}") from None
         self.joint_bias = torch.stack([self.heads[self.names.index(ds)][1][i] for ds, i in self.joint.owner])
         self.ks = [int(k) for k in cfg["joint"]["ks"]]
         self.sel_k = int(cfg["search"]["joint"]["k"])

@@ -143,7 +143,9 @@ class _StepHook:
         idx = np.arange(len(self.val))
         acc = float(predict(self.model, self.val, idx, self.num_classes, self.runtime).mean())
         self.model.train()
-        self.history.append({"step": self.updates, "val_acc": 100.0 * acc})
+        loss = float(np.mean(self.losses)) if self.losses else None
+        self.losses = []
+        self.history.append({"step": self.updates, "val_acc": 100.0 * acc, "train_loss": loss})
         if self.best_acc is None or acc > self.best_acc + self.tcfg["min_delta"]:
             self.best_acc, self.best_step, self.best_state, self.bad = acc, self.updates, self.snapshot(), 0
         else:
@@ -158,6 +160,8 @@ class _StepHook:
         if every and self.updates > 0 and self.updates % every == 0 and self.evaluate():
             self.stopped_early = True
             raise _StopTraining
+        lo = logits.detach().float()
+        self.losses.append(float(torch.nn.functional.cross_entropy(lo, labels)))
         factor = lr_at(self.updates, self.tcfg)
         for group, base in zip(self.groups, self.base_lrs):
             group["lr"] = base * factor  # torch keeps these very dicts as the optimiser's param_groups
@@ -202,9 +206,8 @@ def finetune_task(cfg: dict, task_ref, *, progress: bool | None = None, datasets
     steps_per_epoch = math.ceil(len(train) / runtime.batch_size)
     epochs = math.ceil(tcfg["max_steps"] / steps_per_epoch)
     torch.manual_seed(derive_seed(cfg["seed"], 3, t))  # dropout is the only draw from the global RNG
-    stats = {}
     try:
-        stats = train_local(model, train, np.arange(len(train)), groups, epochs=epochs,
+        train_local(model, train, np.arange(len(train)), groups, epochs=epochs,
                             class_range=(0, task.num_classes), runtime=runtime, gen=generator(cfg["seed"], 2, t),
                             weight_decay=tcfg["weight_decay"], extra_loss=hook)
     except _StopTraining:
@@ -238,7 +241,7 @@ def finetune_task(cfg: dict, task_ref, *, progress: bool | None = None, datasets
         "split": task.split_info,
         "train": {"updates": hook.updates, "best_step": hook.best_step, "history": hook.history,
                   "stopped_early": hook.stopped_early, "max_steps": tcfg["max_steps"],
-                  "loss": stats.get("loss"), "wall_time_s": time.perf_counter() - started},
+                  "wall_time_s": time.perf_counter() - started},
         "backbone": cfg["model"]["backbone"],
         "lora_rank": cfg["model"]["lora_rank"],
     }

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .config import BenchError
-from .evaluate import ALIGNMENT_FORMAT, MERGE_METHODS, METHOD_LABELS, METRICS_FORMAT, REFERENCES
+from .evaluate import ALIGNMENT_FORMAT, MERGE_METHODS, METRICS_FORMAT, REFERENCES
 
 __all__ = ["PAPER_SETTING", "PAPER_METHODS", "load_runs", "load_paper", "paper_values", "build_rows",
            "render_markdown", "write_csv", "per_task_figure", "alignment_figure", "write_report"]
@@ -160,8 +160,8 @@ def _checks(runs: list[dict]) -> list[str]:
     if "knots-ta" in by:
         c = by["knots-ta"]["checks"].get("knots_ta_equals_ta")
         if c:
-            lines.append(f"- KnOTS-TA vs TA merged update at λ={c['lam']:g}: max |difference| {c['max_abs_diff']:.2e}, "
-                         f"relative Frobenius {c['relative_frobenius']:.2e} -> "
+            lines.append(f"- KnOTS-TA vs TA merged update at λ={c['lam']:g}: max |difference| "
+                         f"{c['max_abs_diff']:.2e}, relative Frobenius {c['relative_frobenius']:.2e} -> "
                          f"{'equal' if c['equal'] else 'NOT equal'} (spec 5: KnOTS-TA = TA).")
         if "ta" in by:
             a, b = by["ta"], by["knots-ta"]
@@ -215,9 +215,9 @@ def render_markdown(runs: list[dict], paper: list[dict], alignment: dict | None 
                 "Hits@k, '?' = not found). Our run uses the paper's setting (CLIP ViT-B/32 on the 8 vision tasks), "
                 "but its own fine-tuned models, seeded splits and denominators.")
     else:
-        note = (f"† The paper's numbers (copied verbatim from paper-tables-knots.csv: Table 1 averages, Table 4 joint "
-                f"Hits@k over 748 labels, '?' = not found) are for {PAPER_SETTING} -- a different model and different "
-                f"tasks: NOT comparable with this benchmark's numbers; shown for reference only.")
+        note = (f"† The paper's numbers (copied verbatim from paper-tables-knots.csv: Table 1 averages, Table 4 "
+                f"joint Hits@k over 748 labels, '?' = not found) are for {PAPER_SETTING} -- a different model and "
+                f"different tasks: NOT comparable with this benchmark's numbers; shown for reference only.")
     out += ["", note, "", "## Per-task normalised accuracy (test, %)", "",
             "| Method | " + " | ".join(tasks) + " | mean |", "|---|" + "---|" * (len(tasks) + 1)]
     for r in rows:

@@ -76,7 +76,8 @@ def resolve_task(cfg: dict, ref) -> int:
         return names.index(text)
     if text.isdigit() and int(text) < len(names):
         return int(text)
-    raise DataError(f"unknown task {text!r}; tasks of this config: {', '.join(names)} (or an index 0..{len(names) - 1})")
+    raise DataError(f"unknown task {text!r}; tasks of this config: {', '.join(names)} "
+                    f"(or an index 0..{len(names) - 1})")
 
 
 def class_split(train_labels, test_labels, num_tasks: int, classes_per_task: int, seed: int,
