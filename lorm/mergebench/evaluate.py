@@ -302,7 +302,8 @@ def run_merge(cfg: dict, method: str, paths: Sequence, *, progress: bool | None 
         "format": METRICS_FORMAT, "experiment": cfg["experiment"], "method": method,
         "label": METHOD_LABELS[method], "kind": "reference" if method in REFERENCES else "merge",
         "backbone": cfg["model"]["backbone"], "lora_rank": cfg["model"]["lora_rank"], "tasks": ev.names,
-        "task_datasets": [t.dataset for t in tasks], "num_joint_labels": ev.joint.num_labels,
+        "task_datasets": [t.dataset for t in tasks], "task_classes": {t.name: list(t.classnames) for t in tasks},
+        "num_joint_labels": ev.joint.num_labels,
         "denominators": ev.denominators, "finetuned_files": [r["path"] for r in records],
         "sizes": {n: t.sizes() for n, t in zip(ev.names, tasks)}, "checks": {},
     }

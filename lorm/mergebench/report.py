@@ -154,9 +154,28 @@ def _same_setting(runs) -> bool:
     return run["backbone"] == "clip-vit-b32" and tuple(run.get("task_datasets", ())) == VISION8
 
 
+def _grid_edges(runs: list[dict]) -> list[str]:
+    """Chosen values at the end of their grid (the optimum may lie outside it)."""
+    grids = {"lam": "lambda_grid", "topk": "topk_grid", "dare_p": "dare_p_grid"}
+    found = []
+    for run in runs:
+        mcfg = (run.get("config") or {}).get("merge") or {}
+        for part in ("per_task", "joint"):
+            chosen = (run.get(part) or {}).get("chosen") or {}
+            for key, grid_key in grids.items():
+                grid = mcfg.get(grid_key)
+                if key in chosen and grid and len(grid) > 1 and chosen[key] in (min(grid), max(grid)):
+                    found.append(f"{run['label']} ({part.replace('_', '-')}) {key}={chosen[key]:g}")
+    return found
+
+
 def _checks(runs: list[dict]) -> list[str]:
     by = {r["method"]: r for r in runs}
     lines = []
+    edges = _grid_edges(runs)
+    if edges:
+        lines.append("- Chosen values at the edge of their grid (the optimum may lie outside it): "
+                     + "; ".join(edges) + ".")
     if "knots-ta" in by:
         c = by["knots-ta"]["checks"].get("knots_ta_equals_ta")
         if c:
@@ -186,8 +205,10 @@ def render_markdown(runs: list[dict], paper: list[dict], alignment: dict | None 
     run0 = runs[0]
     tasks = run0["tasks"]
     same = _same_setting(runs)
-    ours = (f"ours: {run0['backbone']} LoRA r{run0['lora_rank']}, {len(tasks)} tasks "
-            f"({', '.join(run0.get('task_datasets', tasks)) if same else ', '.join(tasks)})")
+    ours = f"{run0['backbone']} LoRA r{run0['lora_rank']}, {len(tasks)} tasks"
+    classes = run0.get("task_classes") or {}
+    if classes and not same:
+        ours += " (" + "; ".join(f"{t} = {', '.join(classes[t])}" for t in tasks if t in classes) + ")"
     paper_head = f"paper† ({PAPER_SETTING})"
     out = [f"# KnOTS merge benchmark: {run0['experiment']}", "",
            f"Our setting: {ours}; joint label space of {run0['num_joint_labels']} labels. Test split, evaluated once "
@@ -357,7 +378,8 @@ def alignment_figure(result: dict, path) -> None:
     wrapped.append(line)
     fig.suptitle(f"{result['experiment']}: CKA alignment ({result['backbone']})", fontsize=10)
     fig.text(0.5, 0.005, "\n".join(wrapped), ha="center", va="bottom", fontsize=6)
-    fig.get_layout_engine().set(rect=(0, 0.04 * len(wrapped), 1, 1 - 0.04 * len(wrapped)))
+    bottom = 0.022 * len(wrapped) + 0.01
+    fig.get_layout_engine().set(rect=(0, bottom, 1, 1 - bottom))
     _save(fig, path)
 
 
