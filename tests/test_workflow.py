@@ -305,3 +305,20 @@ def test_tiny_end_to_end(tmp_path):
     report = _snakemake("--report", str(tmp_path / "report.zip"), *args[2:], cwd=tmp_path)
     assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
     assert (tmp_path / "report.zip").stat().st_size > 10_000
+
+
+def test_merge_benchmark_target_plans_one_job_per_task_and_method(tmp_path):
+    """`snakemake merge_benchmark`: 8 fine-tuning jobs, one merge job per method (+ the two reference rows),
+    alignment and report; a missing benchmark config fails with one line naming the key."""
+    from lorm.mergebench.config import load_merge_config
+
+    proc = _snakemake("merge_benchmark", "--dry-run", "--forceall", "--quiet", "rules")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    merge_cfg = load_merge_config(REPO / "config" / "merge.yaml")
+    assert _job_counts(proc.stdout) == {"merge_finetune": 8, "merge_method": len(merge_cfg["merge"]["methods"]) + 2,
+                                        "merge_alignment": 1, "merge_report": 1, "merge_benchmark": 1}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"merge_benchmark": str(tmp_path / "missing.yaml")}))
+    proc = _snakemake("merge_benchmark", "--configfile", str(bad), "--cores", "1")
+    assert proc.returncode != 0
+    assert "merge benchmark:" in proc.stderr and "missing.yaml: file not found (config key merge_benchmark)" in proc.stderr
