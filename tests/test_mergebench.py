@@ -24,7 +24,8 @@ from lorm.mergebench.report import alignment_figure, load_paper, write_report  #
 from lorm.mergebench.search import Coordinate, coordinates_for, greedy_search, start_for  # noqa: E402
 from lorm.mergebench.tasks import build_tasks, class_split, resolve_task, task_names  # noqa: E402
 
-REAL_PAPER_CSV = pathlib.Path("/work/shared/reference/paper-tables-knots.csv")
+# the workflow's copy of the reference table (../shared/reference/paper-tables-knots.csv)
+REAL_PAPER_CSV = pathlib.Path(__file__).resolve().parents[1] / "workflow" / "resources" / "paper-tables-knots.csv"
 
 FAST_MERGE = {"lambda_grid": [0.5, 1.0], "topk_grid": [20, 100], "dare_p_grid": [0.5, 0.1], "dare_seeds": [1, 2]}
 RUNTIME = {"device": "cpu", "threads": 1, "progress": False, "eval_batch_size": 32}

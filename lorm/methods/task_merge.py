@@ -25,13 +25,14 @@ import torch
 
 from lorm.federated.training import derive_seed
 from lorm.merging import knots_align, merge_deltas
-from lorm.methods.base import FederatedLoRA, MeanOfTaskDeltas, RunContext
+from lorm.methods.base import RunContext
+from lorm.methods.fedavg_lora import FedAvgLoRA
 from lorm.models.lora import set_factors
 
 log = logging.getLogger("lorm")
 
 
-class FederatedTaskMerge(FederatedLoRA):
+class FederatedTaskMerge(FedAvgLoRA):
     merge_method = "ta"  # the task_merging method applied to the clients' updates
     aligned = True  # KnOTS: merge U^T dW_c in a shared basis; False: merge the dense products
 
@@ -41,7 +42,6 @@ class FederatedTaskMerge(FederatedLoRA):
         self.lam, self.merging_type, self.weighted = cfg["lam"], cfg["merging_type"], cfg["weighted"]
         self.topk = cfg["topk"] if self.merge_method == "ties" else None
         self.dare_p = cfg["dare_p"] if self.merge_method in ("dare", "dare-ties") else None
-        self.task_deltas = MeanOfTaskDeltas()
         self.running: dict[str, torch.Tensor] = {}  # the current task's update, summed over its rounds
         self.last_update: dict | None = None  # what the next round's download carries
 
@@ -93,16 +93,5 @@ class FederatedTaskMerge(FederatedLoRA):
         for n in names:
             self.running[n] += update[n].to(self.running[n].dtype)
 
-    def end_task(self, task: int) -> None:
-        with self.ctx.timers("merge"):
-            self.task_deltas.add(self.running)
-
-    def deploy(self) -> None:
-        self.set_deployed(self.task_deltas.mean())
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "task_deltas": self.task_deltas.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.task_deltas.load_state_dict(state["task_deltas"])
+    def finished_task_update(self) -> dict:
+        return self.running
