@@ -175,17 +175,23 @@ def _user_errors() -> tuple[type, ...]:
     return (ConfigError, DataError, RunError, BackboneError, MetricsError, FileNotFoundError)
 
 
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the default path may reach a hub
-    args = build_parser().parse_args(argv)
+def run_command(prog: str, commands: dict, args, user_errors: tuple[type, ...]) -> int:
+    """Run ``commands[args.command](args)``: a user error is one line on stderr and exit code 2 (a traceback
+    only with --verbose). Shared by ``lorm`` and ``python -m lorm.mergebench``."""
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
     try:
-        COMMANDS[args.command](args)
-    except _user_errors() as exc:
+        commands[args.command](args)
+    except user_errors as exc:
         if args.verbose:
             raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"lorm {args.command}: error: {msg}", file=sys.stderr)
+        print(f"{prog} {args.command}: error: {msg}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the default path may reach a hub
+    args = build_parser().parse_args(argv)
+    return run_command("lorm", COMMANDS, args, _user_errors())

@@ -164,14 +164,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach a hub at run time
     os.environ.setdefault("MPLBACKEND", "Agg")
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)
-    try:
-        COMMANDS[args.command](args)
-    except _user_errors() as exc:
-        if args.verbose:
-            raise
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"lorm.mergebench {args.command}: error: {msg}", file=sys.stderr)
-        return 2
-    return 0
+    from lorm.cli import run_command
+
+    return run_command("lorm.mergebench", COMMANDS, args, _user_errors())
