@@ -698,6 +698,19 @@ def load_gtsrb(root, image_size: int = 224, seed: int = 0, *, strict: bool = Tru
 
 
 # --------------------------------------------------------------------------------------------- folder helpers
+def _split_folders(name: str, folder: Path, strict, expected_classes):
+    """Classes (the folders of ``train/``, count checked) and {split: (relative paths, labels)} of the
+    task-vectors layout ``<folder>/{train,val,test}/<class>/*`` for the splits present."""
+    classes = list_dirs(folder / "train")
+    _check_count(name, len(classes), folder / "train", strict, expected_classes, what="class folders")
+    rel_splits = {}
+    for split in ("train", "val", "test"):
+        if (folder / split).is_dir():
+            rels, labels = _folder_split(name, folder / split, classes)
+            rel_splits[split] = ([f"{split}/{r}" for r in rels], labels)
+    return classes, rel_splits
+
+
 def _folder_split(name, split_dir: pathlib.Path, classes: list[str]):
     """(relative paths "<class>/<file>", labels) of an ImageFolder split whose classes must be among ``classes``."""
     present = list_dirs(split_dir)
@@ -755,15 +768,9 @@ def load_dtd(root, image_size: int = 224, seed: int = 0, *, strict: bool = True,
         if layout != "folders" and folders_dir is None else None
     if folders_dir is not None:
         dtd = folders_dir
-        classes = list_dirs(dtd / "train")
-        _check_count(name, len(classes), dtd / "train", strict, expected_classes, what="class folders")
-        rel_splits = {}
-        for split in ("train", "val", "test"):
-            if (dtd / split).is_dir():
-                rels, labels = _folder_split(name, dtd / split, classes)
-                rel_splits[split] = ([f"{split}/{r}" for r in rels], labels)
-            elif split == "test":
-                raise _error(name, f"{dtd / 'test'} not found (its counterpart {dtd / 'train'} exists)")
+        classes, rel_splits = _split_folders(name, dtd, strict, expected_classes)
+        if "test" not in rel_splits:
+            raise _error(name, f"{dtd / 'test'} not found (its counterpart {dtd / 'train'} exists)")
         info = {"layout": "dtd/{train,val,test}/<class>/*.jpg (task-vectors)", "split": "folders"}
     elif official_dir is not None:
         dtd = official_dir
@@ -905,13 +912,7 @@ def load_sun397(root, image_size: int = 224, seed: int = 0, *, strict: bool = Tr
                 "label_order": "ClassName.txt order"}
     elif folders_dir is not None:
         folder = folders_dir
-        classes = list_dirs(folder / "train")
-        _check_count(name, len(classes), folder / "train", strict, expected_classes, what="class folders")
-        rel_splits = {}
-        for split in ("train", "val", "test"):
-            if (folder / split).is_dir():
-                rels, labels = _folder_split(name, folder / split, classes)
-                rel_splits[split] = ([f"{split}/{r}" for r in rels], labels)
+        classes, rel_splits = _split_folders(name, folder, strict, expected_classes)
         info = {"layout": "sun397/{train,val,test}/<class>/*.jpg (task-vectors)", "split": "folders",
                 "label_order": "sorted class folders"}
     else:
