@@ -698,7 +698,7 @@ def load_gtsrb(root, image_size: int = 224, seed: int = 0, *, strict: bool = Tru
 
 
 # --------------------------------------------------------------------------------------------- folder helpers
-def _split_folders(name: str, folder: Path, strict, expected_classes):
+def _split_folders(name: str, folder: pathlib.Path, strict, expected_classes):
     """Classes (the folders of ``train/``, count checked) and {split: (relative paths, labels)} of the
     task-vectors layout ``<folder>/{train,val,test}/<class>/*`` for the splits present."""
     classes = list_dirs(folder / "train")
