@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     from lorm.methods.names import METHOD_NAMES
 
-    p.add_argument("--method", required=True, choices=METHOD_NAMES, help="method to run")
+    p.add_argument("--method", required=True, metavar="METHOD",
+                   help=f"method to run: one of {', '.join(METHOD_NAMES)}, or a variant declared under the "
+                        "config's `variants`")
     p.add_argument("--seed", type=int, default=0, help="run seed (partition, init, shuffling); default 0")
     p.add_argument("--beta", type=float, default=None, help="Dirichlet beta (default: first of fcil.betas)")
     p.add_argument("--dataset", default=None, help="dataset file from prepare-data (default: build it)")

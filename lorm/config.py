@@ -31,6 +31,7 @@ __all__ = [
     "load_config",
     "load_experiments",
     "load_schema",
+    "base_method",
     "method_config",
     "parse_set_overrides",
     "validate_config",
@@ -249,6 +250,28 @@ def _in_schema_order(value: Any, schema: Any) -> Any:
 # public API
 
 
+def _check_run_names(cfg: Mapping) -> str | None:
+    """What the schema cannot check: every name under methods / method_params is a method or a declared variant,
+    and no variant shadows a method. Returns the one-line problem, or None."""
+    from lorm.methods.names import METHOD_NAMES
+
+    variants = cfg.get("variants") or {}
+    for name in variants:
+        if name in METHOD_NAMES:
+            return (f"config key variants.{name}: {name!r} is the name of a method (give the variant a name of its"
+                    f" own, e.g. {name}-v2)")
+    allowed = [*METHOD_NAMES, *variants]
+    for i, name in enumerate(cfg.get("methods") or []):
+        if name not in allowed:
+            return (f"config key methods[{i}]: {name!r} is not allowed ({_suggest(name, allowed)}allowed: "
+                    f"{_names(allowed)}; declare a variant under `variants` to run a method with other settings)")
+    for name in cfg.get("method_params") or {}:
+        if name not in allowed:
+            return (f"config key method_params.{name}: unknown method ({_suggest(name, allowed)}"
+                    f"allowed: {_names(allowed)})")
+    return None
+
+
 def validate_config(cfg: MutableMapping) -> MutableMapping:
     """Validate ``cfg`` against the schema and fill in the defaults of missing keys.
 
@@ -264,6 +287,9 @@ def validate_config(cfg: MutableMapping) -> MutableMapping:
         others = {tuple(e.absolute_path) for e in errors[1:]} - {tuple(errors[0].absolute_path)}
         more = f" (+{len(others)} more key{'s' if len(others) > 1 else ''} with problems)" if others else ""
         raise ConfigError(_format_error(errors[0]) + more)
+    problem = _check_run_names(resolved)
+    if problem:
+        raise ConfigError(problem)
     resolved = _in_schema_order(resolved, _schema())
     if isinstance(cfg, MutableMapping):
         for key in list(cfg):
@@ -414,11 +440,24 @@ def parse_set_overrides(items: Iterable[str] | None) -> dict:
     return out
 
 
+def base_method(cfg: Mapping, name: str) -> str:
+    """The method (lorm/methods) behind a run name: the name itself, or the ``of`` of a declared variant."""
+    variant = (cfg.get("variants") or {}).get(name)
+    return variant["of"] if variant else name
+
+
 def method_config(cfg: Mapping, method: str) -> dict:
-    """The resolved config as seen by one method: ``method_params[method]`` merged into optim and lorm."""
+    """The resolved config as seen by one method or variant: ``method_params`` of the method merged into its
+    sections, then (for a variant) the variant's own overrides and ``method_params`` of the variant."""
     out = copy.deepcopy(dict(cfg))
-    for section, values in (cfg.get("method_params") or {}).get(method, {}).items():
-        out[section] = deep_merge(out.get(section) or {}, values)
+    params = cfg.get("method_params") or {}
+    base = base_method(cfg, method)
+    layers = [params.get(base, {})]
+    if base != method:
+        layers += [{k: v for k, v in cfg["variants"][method].items() if k != "of"}, params.get(method, {})]
+    for layer in layers:
+        for section, values in layer.items():
+            out[section] = deep_merge(out.get(section) or {}, values)
     return out
 
 

@@ -28,10 +28,18 @@ def average_forgetting(matrix: list[list[float]], eval_after_task: list[int]) ->
     return float(np.mean(drops))
 
 
+def average_forgetting_official(matrix: list[list[float]], eval_after_task: list[int]) -> float | None:
+    """The official code's convention (fed-mammoth ``compute_forgetting``): the mean over all T tasks, the last
+    one (forgetting 0) included, i.e. (T-1)/T times :func:`average_forgetting`."""
+    value = average_forgetting(matrix, eval_after_task)
+    return None if value is None else value * eval_after_task[-1] / (eval_after_task[-1] + 1)
+
+
 def summarise(matrix: list[list[float]], eval_after_task: list[int], task_test_sizes: list[int]) -> dict:
     last = matrix[-1]
     return {
         "final_avg_accuracy": final_average_accuracy(last),
         "final_avg_accuracy_weighted": final_average_accuracy_weighted(last, task_test_sizes),
         "avg_forgetting": average_forgetting(matrix, eval_after_task),
+        "avg_forgetting_official": average_forgetting_official(matrix, eval_after_task),
     }

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lorm.config import method_config
+from lorm.config import base_method, method_config
 from lorm.data import DataError
 from lorm.data.partition import class_order_from, partition_fcil
 from lorm.data.tensors import encode_split, image_transforms
@@ -19,7 +19,7 @@ from lorm.federated.checkpoint import load_checkpoint, rng_state, run_fingerprin
 from lorm.federated.comm import CommLedger
 from lorm.federated.training import Runtime, derive_seed, generator, predict
 from lorm.methods import METHODS
-from lorm.methods.base import RunContext
+from lorm.methods.base import FederatedLoRA, RunContext
 from lorm.metrics import summarise
 from lorm.models.backbones import build_classifier, load_tokenizer
 
@@ -46,9 +46,11 @@ def make_partition(cfg: dict, dataset: dict, beta: float, seed: int) -> dict:
         raise RunError(f"config section fcil: {exc}") from None
 
 
-def _check_inputs(dataset: dict, partition: dict, method: str) -> None:
-    if method not in METHODS:
-        raise RunError(f"unknown method {method!r} (available: {', '.join(METHODS)})")
+def _check_inputs(dataset: dict, partition: dict, method: str, cfg: dict) -> None:
+    if base_method(cfg, method) not in METHODS:
+        variants = list(cfg.get("variants") or {})
+        raise RunError(f"unknown method {method!r} (available: {', '.join([*METHODS, *variants])}; "
+                       "declare a variant under the config's `variants`)")
     n_train = len(dataset["train"]["label"])
     n_classes = len(dataset["classes"])
     if sorted(partition["class_order"]) != list(range(n_classes)):
@@ -61,6 +63,19 @@ def _check_inputs(dataset: dict, partition: dict, method: str) -> None:
                                "re-create the partition from this dataset")
 
 
+@torch.no_grad()
+def _diagnose_task(algo, model, test, task_rows, num_seen: int, runtime, out: dict) -> None:
+    """After a task's evaluation: the size of the task's merged update per layer relative to W0 (Frobenius
+    norms), and the new task's accuracy on the undiluted model W0 + that update with the same merged head (the
+    deployed model dilutes it among the other tasks' updates). Nothing reads the deployed model after this: the
+    next task's clients start from ``load_state``, which removes every deployed delta."""
+    update = algo.finished_task_update()
+    out["task_update_rel_norm"].append({
+        name: float(update[name].norm() / layer.base.weight.double().norm()) for name, layer in algo.layers.items()})
+    algo.set_deployed(update)
+    out["new_task_acc_undiluted"].append(100.0 * float(predict(model, test, task_rows, num_seen, runtime).mean()))
+
+
 def run_experiment(cfg: dict, method: str, seed: int, beta: float, dataset: dict, partition: dict | None = None,
                    progress: bool | None = None, checkpoint: str | None = None) -> dict:
     """Run one method x seed x beta; returns the metrics dict of docs/architecture.md.
@@ -70,7 +85,8 @@ def run_experiment(cfg: dict, method: str, seed: int, beta: float, dataset: dict
     it once the metrics are written."""
     started = time.perf_counter()
     partition = partition if partition is not None else make_partition(cfg, dataset, beta, seed)
-    _check_inputs(dataset, partition, method)
+    _check_inputs(dataset, partition, method, cfg)
+    method_cls = METHODS[base_method(cfg, method)]  # a variant runs its method's class with its own settings
     cfg = method_config(cfg, method)
     fingerprint = run_fingerprint(cfg, method, seed, beta, partition)
     resumed = load_checkpoint(checkpoint, fingerprint) if checkpoint else None
@@ -87,7 +103,7 @@ def run_experiment(cfg: dict, method: str, seed: int, beta: float, dataset: dict
     task_ranges = [(int(bounds[t]), int(bounds[t + 1])) for t in range(len(sizes))]
 
     model = build_classifier(cfg["model"], len(order), generator=generator(seed, 0),
-                             lora=METHODS[method].uses_lora).to(runtime.device)
+                             lora=method_cls.uses_lora).to(runtime.device)
     spec = model.spec
     encode_kw = dict(max_length=cfg["dataset"]["max_length"])
     if spec.modality == "image":
@@ -105,7 +121,7 @@ def run_experiment(cfg: dict, method: str, seed: int, beta: float, dataset: dict
     test_labels = test.labels.numpy()
     test_by_task = [np.flatnonzero((test_labels >= lo) & (test_labels < hi)) for lo, hi in task_ranges]
 
-    federated = METHODS[method].federated
+    federated = method_cls.federated
     if federated:
         client_indices = [task["train"] for task in partition["tasks"]]
         run_ranges, rounds = task_ranges, fcil["rounds"]
@@ -114,8 +130,10 @@ def run_experiment(cfg: dict, method: str, seed: int, beta: float, dataset: dict
         run_ranges, rounds = [(0, len(order))], 1
         cfg["fcil"]["local_epochs"] = cfg["joint"]["epochs"] or fcil["rounds"] * fcil["local_epochs"]
     ctx = RunContext(model, train, cfg, runtime, seed, run_ranges, client_indices)
-    algo = METHODS[method](ctx)
+    algo = method_cls(ctx)
     matrix, evaluated, first_task, previous_wall = [], [], 0, 0.0
+    diagnose = federated and isinstance(algo, FederatedLoRA)
+    diagnostics = {"task_update_rel_norm": [], "new_task_acc_undiluted": []} if diagnose else {}
     if resumed is not None:
         algo.load_state_dict(resumed["method_state"])
         ctx.ledger.load_state_dict(resumed["ledger"])
@@ -123,6 +141,7 @@ def run_experiment(cfg: dict, method: str, seed: int, beta: float, dataset: dict
         set_rng_state(resumed["rng"])
         matrix, evaluated = resumed["accuracy_matrix"], resumed["eval_after_task"]
         first_task, previous_wall = resumed["next_task"], resumed["wall_total"]
+        diagnostics = resumed.get("diagnostics", diagnostics)
         log.info("resuming from %s after task %d/%d", checkpoint, first_task, len(run_ranges))
 
     show = rt_cfg["progress"] if progress is None else progress
@@ -156,12 +175,15 @@ def run_experiment(cfg: dict, method: str, seed: int, beta: float, dataset: dict
             row = [100.0 * float(part.mean()) for part in np.split(correct, ends[:-1])]
         matrix.append(row)
         evaluated.append(t if federated else len(task_ranges) - 1)
+        if diagnose:
+            with ctx.timers("evaluation"):
+                _diagnose_task(algo, model, test, test_by_task[t], num_seen, runtime, diagnostics)
         log.info("after task %d/%d: mean accuracy on seen tasks %.2f%%", t + 1, len(run_ranges), float(np.mean(row)))
         if checkpoint and t + 1 < len(run_ranges):
             save_checkpoint(checkpoint, {
                 "fingerprint": fingerprint, "next_task": t + 1, "method_state": algo.state_dict(),
                 "accuracy_matrix": matrix, "eval_after_task": evaluated, "ledger": ctx.ledger.state_dict(),
-                "timers": dict(ctx.timers.seconds), "rng": rng_state(),
+                "timers": dict(ctx.timers.seconds), "rng": rng_state(), "diagnostics": diagnostics,
                 "wall_total": previous_wall + time.perf_counter() - started})
     bar.close()
 
@@ -173,7 +195,7 @@ def run_experiment(cfg: dict, method: str, seed: int, beta: float, dataset: dict
         "eval_after_task": evaluated, "accuracy_matrix": matrix,
         "task_test_sizes": [int(len(ix)) for ix in test_by_task],
         **summarise(matrix, evaluated, [int(len(ix)) for ix in test_by_task]),
-        "communication": comm, "wall_time_s": wall,
+        "communication": comm, "wall_time_s": wall, "diagnostics": diagnostics,
         "partition": {"redraws": [task.get("redraws") for task in partition["tasks"]]},
         "resumed_after_task": None if resumed is None else int(resumed["next_task"]),
         "device": str(runtime.device), "config": cfg,

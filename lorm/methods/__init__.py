@@ -17,13 +17,14 @@ from lorm.methods.ffa_lora import FFALoRA
 from lorm.methods.joint import Joint
 from lorm.methods.lorm import LoRM
 from lorm.methods.lorm_a_only import LoRMAOnly
+from lorm.methods.lorm_a_only_random_b import LoRMAOnlyRandomB
 from lorm.methods.lorm_b_only import LoRMBOnly
 
 from lorm.methods.names import FULL_FINETUNING, METHOD_NAMES, TASK_MERGE
 
 METHODS = {cls.name: cls for cls in (LoRM, LoRMAOnly, LoRMBOnly, FedAvgLoRA, FFALoRA, Joint,
                                      FedAvg, EWC, LwF, FisherAvg, RegMean, CCVR, FedProto,
-                                     TA, TIES, DARETIES, KnOTSTIES, KnOTSDARETIES)}
+                                     TA, TIES, DARETIES, KnOTSTIES, KnOTSDARETIES, LoRMAOnlyRandomB)}
 assert tuple(METHODS) == METHOD_NAMES, "lorm/methods/names.py is out of date"
 assert FULL_FINETUNING == tuple(n for n, cls in METHODS.items() if not cls.uses_lora), "names.py: FULL_FINETUNING"
 

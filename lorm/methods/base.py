@@ -197,6 +197,11 @@ class FederatedLoRA(Method):
             self.model.head.weight.copy_(self.head["weight"])
             self.model.head.bias.copy_(self.head["bias"])
 
+    def finished_task_update(self) -> dict[str, torch.Tensor]:
+        """The current task's merged update per layer (float64): what the task adds to the cross-task model, and
+        the undiluted model W0 + update of the run's diagnostics."""
+        return {name: self.task_delta(name) for name in self.layers}
+
     def task_delta(self, name: str) -> torch.Tensor:
         """The merged update B A of the current task for one layer, as a float64 product."""
         f = self.factors[name]

@@ -12,10 +12,6 @@ class FedAvgLoRA(FederatedLoRA):
         super().__init__(ctx)
         self.task_deltas = MeanOfTaskDeltas()
 
-    def finished_task_update(self) -> dict:
-        """The task's merged update per layer, handed to the cross-task mean when the task ends."""
-        return {name: self.task_delta(name) for name in self.layers}
-
     def end_task(self, task: int) -> None:
         with self.ctx.timers("merge"):
             self.task_deltas.add(self.finished_task_update())

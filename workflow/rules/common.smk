@@ -15,6 +15,7 @@ import sys
 
 from lorm.config import (
     ConfigError,
+    base_method,
     beta_label,
     load_experiments,
     method_config,
@@ -210,8 +211,9 @@ def run_params(wildcards):
     runtime.threads, num_workers, eval_batch_size and progress are left out on purpose (they do not change
     results); so are fcil.betas (the beta is a wildcard) and dataset.root.
     """
-    method = wildcards.method
-    cfg = method_config(EXPERIMENTS[wildcards.experiment], method)
+    experiment = EXPERIMENTS[wildcards.experiment]
+    cfg = method_config(experiment, wildcards.method)
+    method = base_method(experiment, wildcards.method)  # a variant depends on what its method reads
     params = {
         "dataset": _what_data(cfg["dataset"]),
         "fcil": {key: value for key, value in cfg["fcil"].items() if key != "betas"},
