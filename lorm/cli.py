@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", required=True)
     p.add_argument("--md", required=True)
 
+    p = sub.add_parser("claims", help="the paper's claims tested on the runs: paired differences over seeds, 95 %% "
+                                      "intervals, verdicts (Markdown + CSV)")
+    p.add_argument("--runs", nargs="+", required=True, help="metrics.json files")
+    p.add_argument("--md", required=True)
+    p.add_argument("--csv", default=None)
+
     p = sub.add_parser("figures", help="accuracy-per-task and accuracy-matrix figures from metrics files")
     p.add_argument("--runs", nargs="+", required=True, help="metrics.json files")
     p.add_argument("--out-dir", required=True)
@@ -155,6 +161,14 @@ def cmd_table(args) -> None:
     write_tables(args.runs, args.csv, args.md)
 
 
+def cmd_claims(args) -> None:
+    from lorm.reporting.claims import write_claims
+
+    for row in write_claims(args.runs, args.md, args.csv):
+        logging.getLogger("lorm").info("%s (beta %g, %s): %s", row["claim"], row["beta"], row["dataset"],
+                                       row["verdict"])
+
+
 def cmd_figures(args) -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
     from lorm.reporting.figures import make_figures
@@ -163,7 +177,7 @@ def cmd_figures(args) -> None:
         logging.getLogger("lorm").info("wrote %s", path)
 
 
-COMMANDS = {"prepare-data": cmd_prepare_data, "partition": cmd_partition, "run": cmd_run, "table": cmd_table,
+COMMANDS = {"prepare-data": cmd_prepare_data, "partition": cmd_partition, "run": cmd_run, "table": cmd_table, "claims": cmd_claims,
             "figures": cmd_figures}
 
 

@@ -242,6 +242,10 @@ def _in_schema_order(value: Any, schema: Any) -> Any:
     schema = _deref(schema)
     props = schema.get("properties", {})
     order = list(props) or list(_deref(schema.get("propertyNames", {})).get("enum", []))
+    if not order and schema.get("propertyNames", {}).get("$ref") == "#/$defs/run_name":
+        from lorm.methods.names import METHOD_NAMES
+
+        order = list(METHOD_NAMES)  # methods in registry order, then variants as written
     keys = [k for k in order if k in value] + [k for k in value if k not in order]
     return {k: _in_schema_order(value[k], props.get(k, schema.get("additionalProperties"))) for k in keys}
 

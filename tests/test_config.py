@@ -66,7 +66,8 @@ def test_defaults_filled_nested():
     assert cfg["fcil"]["rounds"] == 3 and cfg["fcil"]["betas"] == [0.5] and cfg["fcil"]["class_order"] == "natural"
     assert cfg["model"]["lora_rank"] == 4 and cfg["model"]["lora_targets"] is None
     assert cfg["optim"] == {"lr": 0.003, "lr_A": None, "lr_B": None, "weight_decay": 0.0}
-    assert cfg["lorm"] == {"alpha_backbone": 0.0, "alpha_head": 0.5, "stats_passes": 1, "stats_augment": True}
+    assert cfg["lorm"] == {"alpha_backbone": 0.0, "alpha_head": 0.5, "stats_passes": 1, "stats_augment": True,
+                           "stats_model": "trained", "head_merge": "regmean"}
     assert cfg["experiments"] is None
     assert cfg["joint"] == {"epochs": None}
     assert cfg["runtime"]["device"] == "auto" and cfg["runtime"]["progress"] is True
@@ -90,7 +91,7 @@ def test_every_key_has_description_and_default_and_no_extra_keys():
     schema = load_schema()
     assert schema["$schema"].endswith("2020-12/schema")
     leaves = _leaf_keys(schema)
-    assert len(leaves) == 69  # 6 top-level keys + 63 keys in 14 sections
+    assert len(leaves) == 72  # 7 top-level keys + 65 keys in 14 sections
     for key, sub in leaves:
         assert sub.get("description"), key
         assert "default" in sub, key
@@ -503,7 +504,7 @@ def test_paper_configs_are_complete_and_share_the_protocol(path):
     assert cfg["runtime"]["num_workers"] == 8
     name = cfg["dataset"]["name"]
     assert fcil["rounds"] == (10 if name in ("cars196", "imagenet-a") else 5)
-    assert cfg["lorm"]["stats_passes"] == (1 if name == "cifar100" else 2)
+    assert cfg["lorm"]["stats_passes"] == 1  # every official run makes one pass (regmean_rounds never reaches it)
     assert cfg["lorm"]["alpha_head"] == (0.3 if name == "cub200" else 0.5)
     classes = {"cifar100": 100, "imagenet-r": 200, "imagenet-a": 200, "eurosat": 10, "cub200": 200, "cars196": 196}
     sizes = fcil["task_sizes"] or [classes[name] // fcil["num_tasks"]] * fcil["num_tasks"]

@@ -62,7 +62,7 @@ def _dry_run(*args: str, cwd: Path = REPO, quiet: bool = True, env: dict | None 
 def _expected_counts(cfg: dict) -> dict[str, int]:
     runs = len(cfg["methods"]) * len(cfg["seeds"]) * len(cfg["fcil"]["betas"])
     partitions = len(cfg["seeds"]) * len(cfg["fcil"]["betas"])
-    return {"prepare_data": 1, "partition": partitions, "run": runs, "table": 1, "figures": 1, "all": 1}
+    return {"prepare_data": 1, "partition": partitions, "run": runs, "table": 1, "claims": 1, "figures": 1, "all": 1}
 
 
 def test_dry_run_default_config():
@@ -164,7 +164,7 @@ def test_experiments_run_every_experiment_with_its_own_config(tmp_path):
     b = _tiny_experiment(tmp_path, "exp-b", methods=["joint"], fcil={"rounds": 1})
     counts, stdout = _in_workdir(tmp_path, _including(tmp_path, [a, b]))
     assert counts == {"prepare_data": 2, "partition": 2 * 2 + 1, "run": 3 * 2 * 2 + 1, "figures": 2 + 1,
-                      "table": 1, "paper_table": 1, "all": 1}
+                      "table": 1, "claims": 1, "paper_table": 1, "all": 1}
     assert "results/runs/exp-a/beta1.0/fedavg-lora/seed1/metrics.json" in stdout
     assert "results/runs/exp-b/beta0.5/joint/seed0/metrics.json" in stdout
     assert "results/runs/exp-b/beta0.5/lorm/" not in stdout  # exp-b runs only its own method

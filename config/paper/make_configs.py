@@ -25,7 +25,9 @@ REPO = Path(__file__).resolve().parents[2]
 #: working directory (the repository root when you run snakemake there). EDIT THIS (or dataset.root in the files).
 ROOT = "data/"
 
-# name, tasks, task_sizes, rounds per task, statistics passes (regmean_rounds), alpha_head, and one row per beta:
+# name, tasks, task_sizes, rounds per task, statistics passes, alpha_head, and one row per beta.
+# Statistics passes: 1 everywhere, as in every official run: the README passes --regmean_rounds=2 for five data
+# sets, but LoRM hands it to RegMean.__init__ in the wrong position, which resets it to 1.
 #   beta: (rank r, lr (head; default of both factors), lr_B, lr_A)   None = "=lr"
 SETTINGS = {
     "cifar100": dict(num_tasks=10, task_sizes=None, rounds=5, stats_passes=1, alpha_head=0.5, betas={
@@ -33,27 +35,27 @@ SETTINGS = {
         0.1: (16, 3e-4, None, None),
         0.05: (16, 5e-4, None, None),
     }),
-    "imagenet-r": dict(num_tasks=10, task_sizes=None, rounds=5, stats_passes=2, alpha_head=0.5, betas={
+    "imagenet-r": dict(num_tasks=10, task_sizes=None, rounds=5, stats_passes=1, alpha_head=0.5, betas={
         0.5: (2, 3e-3, None, None),
         0.1: (32, 1e-3, None, None),
         0.05: (16, 1e-3, None, None),
     }),
-    "eurosat": dict(num_tasks=5, task_sizes=None, rounds=5, stats_passes=2, alpha_head=0.5, betas={
+    "eurosat": dict(num_tasks=5, task_sizes=None, rounds=5, stats_passes=1, alpha_head=0.5, betas={
         1.0: (1, 3e-3, None, None),
         0.5: (1, 1e-3, None, None),
         0.2: (1, 3e-3, None, None),
     }),
-    "cub200": dict(num_tasks=10, task_sizes=None, rounds=5, stats_passes=2, alpha_head=0.3, betas={
+    "cub200": dict(num_tasks=10, task_sizes=None, rounds=5, stats_passes=1, alpha_head=0.3, betas={
         1.0: (1, 1e-2, None, 3e-3),
         0.5: (1, 3e-2, None, 1e-3),
         0.2: (1, 3e-2, None, 3e-3),
     }),
-    "cars196": dict(num_tasks=10, task_sizes=[20] * 9 + [16], rounds=10, stats_passes=2, alpha_head=0.5, betas={
+    "cars196": dict(num_tasks=10, task_sizes=[20] * 9 + [16], rounds=10, stats_passes=1, alpha_head=0.5, betas={
         1.0: (8, 1e-2, 1e-3, 1e-2),
         0.5: (8, 1e-2, 1e-3, 1e-2),
         0.2: (4, 1e-2, 1e-3, 1e-2),
     }),
-    "imagenet-a": dict(num_tasks=10, task_sizes=None, rounds=10, stats_passes=2, alpha_head=0.5, betas={
+    "imagenet-a": dict(num_tasks=10, task_sizes=None, rounds=10, stats_passes=1, alpha_head=0.5, betas={
         1.0: (4, 1e-2, 1e-3, 1e-2),
         0.5: (4, 1e-2, 1e-3, 1e-2),
         0.2: (4, 1e-2, 1e-3, 1e-2),
@@ -95,6 +97,7 @@ methods:                      # table order
   - ccvr                      # FedAvg + classifier calibration with virtual features
   - fedproto                  # FedAvg + prototype regularisation
 method_params: {{}}             # the LoRA methods use LoRM's settings; the baselines the official defaults below
+variants: {{}}                  # e.g. {{lorm-filler: {{of: lorm, lorm: {{stats_model: filler}}}}}} (config/README.md)
 
 dataset:
   name: {dataset}
@@ -136,8 +139,10 @@ optim:
 lorm:
   alpha_backbone: 0.0         # diagonal backbone statistics (alpha_regmean_backbone=0)
   alpha_head: {alpha_head}{alpha_pad}# RegMean shrinkage of the head Gram
-  stats_passes: {stats_passes}{passes_pad}# statistics passes (regmean_rounds)
+  stats_passes: {stats_passes}{passes_pad}# statistics passes (1 as in every official run; config/README.md)
   stats_augment: true         # statistics passes use the training augmentation (official, spec Q7)
+  stats_model: trained        # statistics on the trained model (filler = the official model, spec Q1)
+  head_merge: regmean         # RegMean head (the paper)
 
 baselines:                    # full fine-tuning of ViT-B/16 (official defaults, spec section 13; the paper's UNKNOWN)
   lr: 0.0003                  # local AdamW learning rate of every parameter

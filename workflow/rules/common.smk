@@ -113,6 +113,9 @@ PARTITION = "results/partitions/{experiment}/beta{beta}/seed{seed}.json"
 METRICS = "results/runs/{experiment}/beta{beta}/{method}/seed{seed}/metrics.json"
 TABLE_CSV = "results/tables/main.csv"
 TABLE_MD = "results/tables/main.md"
+# the paper's claims tested on the runs: paired differences over seeds, intervals, verdicts
+CLAIMS_MD = "results/tables/claims.md"
+CLAIMS_CSV = "results/tables/claims.csv"
 # several experiments: their runs beside the paper's numbers (reference data shipped with the workflow)
 PAPER_CSV = "results/tables/paper.csv"
 PAPER_MD = "results/tables/paper.md"
@@ -157,14 +160,14 @@ def experiment_beta_metrics(wildcards):
 
 def final_targets(wildcards):
     if not MULTI:
-        return [TABLE_CSV, TABLE_MD] + FIGURES_PER_TASK + FIGURES_MATRIX
+        return [TABLE_CSV, TABLE_MD, CLAIMS_MD, CLAIMS_CSV] + FIGURES_PER_TASK + FIGURES_MATRIX
     figures = [
         pattern.format(experiment=name, beta=beta)
         for name in EXPERIMENTS
         for beta in betas_of(name)
         for pattern in (EXPERIMENT_FIGURES_PER_TASK, EXPERIMENT_FIGURES_MATRIX)
     ]
-    return [TABLE_CSV, TABLE_MD, PAPER_CSV, PAPER_MD] + figures
+    return [TABLE_CSV, TABLE_MD, CLAIMS_MD, CLAIMS_CSV, PAPER_CSV, PAPER_MD] + figures
 
 
 def figures_dir(wildcards, output):

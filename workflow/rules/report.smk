@@ -28,6 +28,32 @@ rule table:
         " > {log} 2>&1"
 
 
+rule claims:
+    input:
+        runs=all_run_metrics,
+    output:
+        md=report(
+            CLAIMS_MD,
+            caption="../report/claims.rst",
+            category="Results",
+            subcategory="Claims",
+        ),
+        csv=report(
+            CLAIMS_CSV,
+            caption="../report/claims.rst",
+            category="Results",
+            subcategory="Claims",
+        ),
+    log:
+        "logs/claims/claims.log",
+    benchmark:
+        "benchmarks/claims/claims.tsv"
+    conda:
+        "../envs/lorm.yaml"
+    shell:
+        "python -m lorm claims --runs {input.runs} --md {output.md} --csv {output.csv} > {log} 2>&1"
+
+
 if not MULTI:
 
     # one experiment: figures/accuracy_per_task.png, figures/accuracy_matrix.png (suffix _beta<β> with

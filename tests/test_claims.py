@@ -1,0 +1,104 @@
+"""The claims table's statistics on fabricated runs: a known difference holds, a known opposite is contradicted,
+overlapping seeds are inconclusive; one seed is never a verdict."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from lorm.cli import main
+from lorm.reporting import MetricsError
+from lorm.reporting.claims import CLAIMS, Claim, evaluate_claims, paired_interval, verdict
+
+
+def _run(method: str, seed: int, faa: float, beta: float = 0.5, dataset: str = "wordnet40") -> dict:
+    row = [faa, faa]
+    return {"experiment": f"x-{beta}", "method": method, "seed": seed, "beta": beta, "eval_after_task": [0, 1],
+            "accuracy_matrix": [[faa], row], "final_avg_accuracy": faa, "final_avg_accuracy_weighted": faa,
+            "avg_forgetting": 0.0, "communication": {"upload_bytes_per_client_round": 1.0,
+                                                     "download_bytes_per_client_round": 1.0},
+            "wall_time_s": {"train": 1.0}, "config": {"dataset": {"name": dataset}}, "_path": f"{method}/{seed}"}
+
+
+ONE = (Claim("A > B", "a", "b", 0.5),)
+
+
+def test_paired_interval_is_the_t_interval():
+    mean, std, low, high = paired_interval([1.0, 2.0, 3.0])
+    assert (mean, std) == (2.0, 1.0)
+    half = 4.302652729911275 / math.sqrt(3)  # t_{0.975, 2}
+    assert low == pytest.approx(2.0 - half) and high == pytest.approx(2.0 + half)
+    assert all(math.isnan(v) for v in paired_interval([5.0])[1:])
+
+
+def test_known_difference_holds_and_its_opposite_is_contradicted():
+    runs = [_run("a", s, 50.0 + s) for s in range(3)] + [_run("b", s, 40.0 + s + 0.1 * s * s) for s in range(3)]
+    (row,) = evaluate_claims(runs, ONE)
+    assert row["verdict"] == "holds" and row["seeds"] == 3 and row["diff_mean"] == pytest.approx(10 - 0.5 / 3)
+    (row,) = evaluate_claims(runs, (Claim("B > A", "b", "a", 0.5),))
+    assert row["verdict"] == "contradicted" and row["ci_high"] < 0
+
+
+def test_overlapping_seeds_are_inconclusive():
+    # the means differ by 1 point, but the per-seed differences change sign
+    runs = [_run("a", s, v) for s, v in enumerate([50.0, 45.0, 55.0])] + \
+           [_run("b", s, v) for s, v in enumerate([47.0, 48.0, 52.0])]
+    (row,) = evaluate_claims(runs, ONE)
+    assert row["ci_low"] < 0 < row["ci_high"] and row["verdict"] == "inconclusive"
+
+
+def test_pairing_is_by_seed_not_by_position():
+    # a is 1 point better on every seed; listed in another order the unpaired spread would hide it
+    runs = [_run("a", s, 40.0 + 10 * s + 1) for s in (2, 0, 1)] + [_run("b", s, 40.0 + 10 * s) for s in (0, 1, 2)]
+    (row,) = evaluate_claims(runs, ONE)
+    assert row["diff_std"] == pytest.approx(0.0) and row["verdict"] == "holds"
+
+
+def test_one_seed_and_missing_methods():
+    (row,) = evaluate_claims([_run("a", 0, 90.0), _run("b", 0, 10.0)], ONE)
+    assert row["verdict"] == "inconclusive" and row["seeds"] == 1
+    (row,) = evaluate_claims([_run("a", 0, 90.0)], ONE)
+    assert row["verdict"] == "not run"
+    assert verdict(float("nan"), float("nan")) == "inconclusive"
+
+
+def test_joint_pairs_across_beta_and_the_gap_claim_uses_its_margin():
+    runs = [_run("joint", s, 60.0 + s, beta=0.5) for s in range(3)]
+    runs += [_run("lorm", s, 50.0 + s, beta=0.1) for s in range(3)]
+    runs += [_run("lorm", s, 58.0 + s + 0.01 * s, beta=0.5) for s in range(3)]
+    gap = [c for c in CLAIMS if c.margin]
+    rows = {r["claim"]: r for r in evaluate_claims(runs, CLAIMS)}
+    upper = rows["Joint ≥ LoRM (upper bound)"]
+    assert upper["verdict"] == "holds" and upper["diff_mean"] == pytest.approx(2 - 0.01)
+    (gap_claim,) = gap
+    assert rows[gap_claim.text]["verdict"] == "holds"  # gap of ~2 points is inside the paper's 5.8
+    at_01 = Claim("joint at 0.1", "joint", "lorm", 0.1)
+    (row,) = evaluate_claims(runs, (at_01,))
+    assert row["seeds"] == 3 and row["diff_mean"] == pytest.approx(10.0)  # joint found at beta 0.5
+
+
+def test_duplicate_runs_are_an_error_and_datasets_are_separate():
+    runs = [_run("a", 0, 1.0), _run("b", 0, 1.0)]
+    with pytest.raises(MetricsError, match="second run of a"):
+        evaluate_claims(runs + [_run("a", 0, 2.0)], ONE)
+    rows = evaluate_claims(runs + [_run("a", 0, 2.0, dataset="cifar100")], ONE)
+    assert [(r["dataset"], r["verdict"]) for r in rows] == [("wordnet40", "inconclusive"), ("cifar100", "not run")]
+
+
+def test_cli_writes_markdown_and_csv(tmp_path):
+    paths = []
+    for method, base in (("lorm", 50.0), ("fedavg-lora", 45.0)):
+        for s in range(3):
+            run = _run(method, s, base + s * (1 if method == "lorm" else 1.2))
+            run.pop("_path")
+            path = tmp_path / f"{method}-{s}.json"
+            path.write_text(json.dumps(run))
+            paths.append(str(path))
+    md, csv = tmp_path / "claims.md", tmp_path / "claims.csv"
+    assert main(["claims", "--runs", *paths, "--md", str(md), "--csv", str(csv)]) == 0
+    text = md.read_text()
+    assert "| wordnet40 | LoRM > FedAvg-LoRA | 0.5 | lorm: 51.00 ± 1.00 | fedavg-lora: 46.20 ± 1.20 |" in text
+    assert "**holds**" in text and "not run" in text
+    assert csv.read_text().startswith("dataset,claim,beta")
