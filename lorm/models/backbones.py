@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from lorm.models.lora import BERT_TARGETS, VIT_TARGETS, inject_lora
+from lorm.models.packed_bert import packed_bert_hidden, packed_pool, packed_unsupported_reason
 
 
 class BackboneError(RuntimeError):
@@ -33,15 +34,26 @@ class BackboneSpec:
 
 
 class TextEncoder(nn.Module):
-    """Hugging Face BERT-style encoder with masked mean pooling (sentence-transformers' pooling)."""
+    """Hugging Face BERT-style encoder with masked mean pooling (sentence-transformers' pooling).
 
-    def __init__(self, bert: nn.Module, pooling: str = "mean"):
+    ``packed`` (default): the encoder layers run on the real tokens only (lorm.models.packed_bert: every Linear,
+    LayerNorm and activation on a (n_tokens, d) matrix, attention on the padded layout with a key-padding mask),
+    which gives the padded forward's results without computing padded positions; hooks on the encoder's Linear
+    layers then see 2-D (n_tokens, d) inputs. ``packed=False`` (or an encoder the packed forward does not cover)
+    runs the model's own padded forward. The attribute can be switched at any time; it holds no state."""
+
+    def __init__(self, bert: nn.Module, pooling: str = "mean", packed: bool = True):
         super().__init__()
         self.bert = bert
         self.pooling = pooling
+        self.packed = packed
+        self.packed_unsupported = packed_unsupported_reason(bert)  # None: the packed forward applies
 
     def forward(self, inputs: dict) -> torch.Tensor:
         mask = inputs["attention_mask"]
+        if self.packed and self.packed_unsupported is None:
+            hidden, row, lengths = packed_bert_hidden(self.bert, inputs["input_ids"], mask)
+            return packed_pool(hidden, row, lengths, self.pooling)
         hidden = self.bert(input_ids=inputs["input_ids"], attention_mask=mask).last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]
