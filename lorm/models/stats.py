@@ -7,6 +7,8 @@ For every hooked module the inputs are flattened over all leading dimensions to 
 
 Accumulation is always float32 (fp16/bf16 inputs, e.g. under autocast, are upcast and autocast is disabled
 inside the hook).  For text, a token mask (the attention mask) excludes padded positions of 3-D inputs.
+2-D inputs are taken as they are: the head's pooled features, and the encoder Linears' inputs under the packed
+MiniLM forward (lorm.models.packed_bert), which are (n_tokens, d) matrices of real tokens already.
 """
 
 from __future__ import annotations
