@@ -102,3 +102,26 @@ def test_cli_writes_markdown_and_csv(tmp_path):
     assert "| wordnet40 | LoRM > FedAvg-LoRA | 0.5 | lorm: 51.00 ± 1.00 | fedavg-lora: 46.20 ± 1.20 |" in text
     assert "**holds**" in text and "not run" in text
     assert csv.read_text().startswith("dataset,claim,beta")
+
+
+def test_diagnostics_rows_average_the_per_task_diagnostics():
+    from lorm.reporting.claims import diagnostics_markdown, diagnostics_rows
+
+    runs = []
+    for seed, (und, norm) in enumerate([([80.0, 60.0], 0.01), ([70.0, 50.0], 0.03)]):
+        run = _run("lorm", seed, 40.0)
+        run["accuracy_matrix"] = [[90.0], [30.0, 20.0 + seed]]
+        run["avg_forgetting"] = 60.0
+        run["diagnostics"] = {"new_task_acc_undiluted": und,
+                              "task_update_rel_norm": [{"a": norm, "b": 3 * norm}, {"a": norm, "b": 3 * norm}]}
+        runs.append(run)
+    runs.append(_run("joint", 0, 70.0))
+    rows = {r["method"]: r for r in diagnostics_rows(runs)}
+    lorm = rows["lorm"]
+    assert lorm["seeds"] == 2 and lorm["new_task_acc_deployed"] == pytest.approx((55.0 + 55.5) / 2)
+    assert lorm["new_task_acc_deployed_last"] == pytest.approx(20.5)
+    assert lorm["new_task_acc_undiluted"] == pytest.approx(65.0) and lorm["new_task_acc_undiluted_last"] == 55.0
+    assert lorm["update_rel_norm"] == pytest.approx(0.04)
+    assert math.isnan(rows["joint"]["new_task_acc_undiluted"])
+    text = diagnostics_markdown(list(rows.values()))
+    assert "| wordnet40 | 0.5 | lorm | 2 | 40.00 | 60.00 | 55.25 / 20.50 | 65.00 / 55.00 | 4.00e-02 |" in text

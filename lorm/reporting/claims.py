@@ -21,7 +21,7 @@ import numpy as np
 
 from lorm.reporting import MetricsError, load_runs
 
-__all__ = ["CLAIMS", "Claim", "evaluate_claims", "paired_interval", "verdict", "write_claims"]
+__all__ = ["CLAIMS", "Claim", "diagnostics_rows", "evaluate_claims", "paired_interval", "verdict", "write_claims"]
 
 METRIC = "final_avg_accuracy"  # FAA, task mean (balanced test sets here: equal to the sample-weighted FAA)
 
@@ -168,15 +168,78 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def diagnostics_rows(runs: list[dict]) -> list[dict]:
+    """Per data set, beta and method (mean over seeds): what explains the claims. New-task accuracy right after
+    learning a task, a_tt, on the deployed model (the diagonal of the accuracy matrix) and on the undiluted model
+    W0 + dW_t with the same head; the task update's size relative to W0 (mean over layers and tasks); forgetting;
+    FAA. Methods without diagnostics (joint, full fine-tuning) get blanks."""
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        groups.setdefault((_dataset(run), float(run["beta"]), str(run["method"])), []).append(run)
+    rows = []
+    for (dataset, beta, method), members in groups.items():
+        def mean_of(values):
+            values = [v for v in values if v is not None]
+            return float(np.mean(values)) if values else math.nan
+
+        diag = [run.get("diagnostics") or {} for run in members]
+        rows.append({
+            "dataset": dataset, "beta": beta, "method": method, "seeds": len(members),
+            "faa": mean_of([run[METRIC] for run in members]),
+            "forgetting": mean_of([run.get("avg_forgetting") for run in members]),
+            "new_task_acc_deployed": mean_of([np.mean([row[i] for i, row in zip(run["eval_after_task"],
+                                                                                  run["accuracy_matrix"])])
+                                              for run in members if len(run["eval_after_task"]) > 1]),
+            "new_task_acc_undiluted": mean_of([np.mean(d["new_task_acc_undiluted"]) for d in diag
+                                               if d.get("new_task_acc_undiluted")]),
+            "new_task_acc_undiluted_last": mean_of([d["new_task_acc_undiluted"][-1] for d in diag
+                                                    if d.get("new_task_acc_undiluted")]),
+            "new_task_acc_deployed_last": mean_of([run["accuracy_matrix"][-1][-1] for run in members
+                                                   if len(run["eval_after_task"]) > 1]),
+            "update_rel_norm": mean_of([np.mean([np.mean(list(t.values())) for t in d["task_update_rel_norm"]])
+                                        for d in diag if d.get("task_update_rel_norm")]),
+        })
+    return rows
+
+
+def diagnostics_markdown(rows: list[dict]) -> str:
+    def cell(value: float, fmt: str = ".2f") -> str:
+        return "–" if math.isnan(value) else format(value, fmt)
+
+    lines = [
+        "| data set | β | method | seeds | FAA | forgetting | new-task acc. deployed (mean / last task) "
+        "| new-task acc. on W0 + ΔW_t alone (mean / last) | ‖ΔW_t‖/‖W0‖ |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['dataset']} | {r['beta']:g} | {r['method']} | {r['seeds']} | {cell(r['faa'])} "
+            f"| {cell(r['forgetting'])} | {cell(r['new_task_acc_deployed'])} / {cell(r['new_task_acc_deployed_last'])} "
+            f"| {cell(r['new_task_acc_undiluted'])} / {cell(r['new_task_acc_undiluted_last'])} "
+            f"| {cell(r['update_rel_norm'], '.2e')} |")
+    lines += [
+        "",
+        "Means over seeds. New-task accuracy = a_tt, a task's accuracy right after it was learnt: on the deployed "
+        "model (the accuracy matrix's diagonal; the cross-task merge dilutes the task's update among the others') "
+        "and on W0 + that task's merged update alone with the same merged head; 'last' = the last task. "
+        "‖ΔW_t‖/‖W0‖ = Frobenius norm of a task's merged update relative to the frozen weight, mean over layers "
+        "and tasks. Forgetting: mean over tasks but the last of a_tt − a_Tt.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def write_claims(run_paths: list[str], md_path: str, csv_path: str | None = None) -> list[dict]:
     import pandas as pd
 
-    rows = evaluate_claims(load_runs(run_paths))
+    runs = load_runs(run_paths)
+    rows = evaluate_claims(runs)
     for path in (md_path, csv_path):
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = f"{md_path}.tmp"
-    Path(tmp).write_text(to_markdown(rows), encoding="utf-8")
+    text = "## Does the paper's claim hold?\n\n" + to_markdown(rows)
+    text += "\n## What the runs show (diagnostics)\n\n" + diagnostics_markdown(diagnostics_rows(runs))
+    Path(tmp).write_text(text, encoding="utf-8")
     os.replace(tmp, md_path)
     if csv_path:
         pd.DataFrame(rows).to_csv(csv_path, index=False, float_format="%.4f")
