@@ -120,7 +120,8 @@ def _evaluate(dataset: str, index: dict, claims) -> list[dict]:
         a, b = _runs_of(index, claim.better, claim.beta), _runs_of(index, claim.worse, claim.beta)
         seeds = sorted(set(a) & set(b))
         row = {"dataset": dataset, "claim": claim.text, "beta": claim.beta, "better": claim.better, "worse": claim.worse,
-               "margin": claim.margin, "paper": claim.paper, "seeds": len(seeds)}
+               "margin": claim.margin, "paper": claim.paper, "seeds": len(seeds), "better_runs": len(a),
+               "worse_runs": len(b)}
         if not seeds:
             rows.append({**row, "verdict": "not run"})
             continue
@@ -149,7 +150,9 @@ def to_markdown(rows: list[dict]) -> str:
     ]
     for r in rows:
         if r["verdict"] == "not run":
-            lines.append(f"| {r['dataset']} | {r['claim']} | {r['beta']:g} | {r['better']}: not run | {r['worse']}: not run | – | – | 0 "
+            runs = [f"{r[side]}: " + (f"{n} run{'s' * (n != 1)}" if (n := r[side + "_runs"]) else "not run")
+                    for side in ("better", "worse")]
+            lines.append(f"| {r['dataset']} | {r['claim']} | {r['beta']:g} | {runs[0]} | {runs[1]} | – | – | 0 "
                          f"| not run | {r['paper']} |")
             continue
         shift = f" − ({r['margin']:+.1f})" if r["margin"] else ""
