@@ -31,6 +31,7 @@ localrules:
     all,
     partition,
     table,
+    claims,
     figures,
     paper_table,
 

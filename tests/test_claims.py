@@ -81,8 +81,12 @@ def test_joint_pairs_across_beta_and_the_gap_claim_uses_its_margin():
 
 def test_duplicate_runs_are_an_error_and_datasets_are_separate():
     runs = [_run("a", 0, 1.0), _run("b", 0, 1.0)]
-    with pytest.raises(MetricsError, match="second run of a"):
+    with pytest.raises(MetricsError, match="second run of a"):  # within one experiment: an error
         evaluate_claims(runs + [_run("a", 0, 2.0)], ONE)
+    # two experiments with the same runs on one data set (e.g. other settings): one set of claims each
+    other = [{**_run("a", 0, 5.0), "experiment": "y"}, {**_run("b", 0, 1.0), "experiment": "y"}]
+    rows = evaluate_claims(runs + other, ONE)
+    assert [(r["dataset"], r["diff_mean"]) for r in rows] == [("wordnet40 (x-0.5)", 0.0), ("wordnet40 (y)", 4.0)]
     rows = evaluate_claims(runs + [_run("a", 0, 2.0, dataset="cifar100")], ONE)
     assert [(r["dataset"], r["verdict"]) for r in rows] == [("wordnet40", "inconclusive"), ("cifar100", "not run")]
 

@@ -110,7 +110,13 @@ def evaluate_claims(runs: list[dict], claims=CLAIMS) -> list[dict]:
     verdict. A claim whose methods were not both run (at a common seed) gets verdict 'not run'."""
     rows = []
     for dataset in dict.fromkeys(_dataset(run) for run in runs):
-        rows += _evaluate(dataset, _index([run for run in runs if _dataset(run) == dataset]), claims)
+        group = [run for run in runs if _dataset(run) == dataset]
+        try:
+            rows += _evaluate(dataset, _index(group), claims)
+        except MetricsError:  # two experiments ran the same method, beta and seed here: one table each
+            for experiment in dict.fromkeys(run["experiment"] for run in group):
+                members = [run for run in group if run["experiment"] == experiment]
+                rows += _evaluate(f"{dataset} ({experiment})", _index(members), claims)
     return rows
 
 
