@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", nargs="+", required=True, help="metrics.json files")
     p.add_argument("--md", required=True)
     p.add_argument("--csv", default=None)
+    p.add_argument("--readme", default=None, metavar="README",
+                   help="also copy the tables into README's <!-- claims:begin --> ... <!-- claims:end --> block")
 
     p = sub.add_parser("figures", help="accuracy-per-task and accuracy-matrix figures from metrics files")
     p.add_argument("--runs", nargs="+", required=True, help="metrics.json files")
@@ -164,7 +166,7 @@ def cmd_table(args) -> None:
 def cmd_claims(args) -> None:
     from lorm.reporting.claims import write_claims
 
-    for row in write_claims(args.runs, args.md, args.csv):
+    for row in write_claims(args.runs, args.md, args.csv, args.readme):
         logging.getLogger("lorm").info("%s (beta %g, %s): %s", row["claim"], row["beta"], row["dataset"],
                                        row["verdict"])
 

@@ -129,3 +129,20 @@ def test_diagnostics_rows_average_the_per_task_diagnostics():
     assert math.isnan(rows["joint"]["new_task_acc_undiluted"])
     text = diagnostics_markdown(list(rows.values()))
     assert "| wordnet40 | 0.5 | lorm | 2 | 40.00 | 60.00 | 55.25 / 20.50 | 65.00 / 55.00 | 4.00e-02 |" in text
+
+
+def test_readme_block_is_refreshed_between_the_markers(tmp_path):
+    run = _run("lorm", 0, 50.0)
+    run.pop("_path")
+    run["provenance"] = {"commit": "abc123", "finished": "2026-12-02T20:00:00+00:00", "cpus": 2}
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(run))
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\nbefore\n<!-- claims:begin -->\nOLD-BLOCK\n<!-- claims:end -->\nafter\n")
+    assert main(["claims", "--runs", str(path), "--md", str(tmp_path / "c.md"), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# x\n\nbefore\n<!-- claims:begin -->\n### Does the paper's claim hold?")
+    assert "OLD-BLOCK" not in text and text.endswith("<!-- claims:end -->\nafter\n")
+    assert "1 runs; wall time not recorded" in text and "code commit abc123" in text
+    readme.write_text("no markers")
+    assert main(["claims", "--runs", str(path), "--md", str(tmp_path / "c.md"), "--readme", str(readme)]) == 2

@@ -3,7 +3,10 @@ one process, evaluation after every task on all seen classes without task identi
 
 from __future__ import annotations
 
+import datetime
 import logging
+import os
+import subprocess
 import sys
 import time
 
@@ -61,6 +64,23 @@ def _check_inputs(dataset: dict, partition: dict, method: str, cfg: dict) -> Non
             if part and max(part) >= n_train:
                 raise RunError(f"partition task {t} indexes train row {max(part)} but the dataset has {n_train} rows: "
                                "re-create the partition from this dataset")
+
+
+def provenance() -> dict:
+    """Where a run's numbers come from: the code's git commit (None outside a git checkout; "+dirty" with
+    uncommitted changes to tracked files), when the run finished, the machine's CPU count, torch's version."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    commit = None
+    try:
+        run = dict(cwd=here, capture_output=True, text=True, timeout=10)
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], **run)
+        if head.returncode == 0:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **run)
+            commit = head.stdout.strip() + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"commit": commit, "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "cpus": os.cpu_count(), "torch": torch.__version__}
 
 
 @torch.no_grad()
@@ -198,5 +218,5 @@ def run_experiment(cfg: dict, method: str, seed: int, beta: float, dataset: dict
         "communication": comm, "wall_time_s": wall, "diagnostics": diagnostics,
         "partition": {"redraws": [task.get("redraws") for task in partition["tasks"]]},
         "resumed_after_task": None if resumed is None else int(resumed["next_task"]),
-        "device": str(runtime.device), "config": cfg,
+        "device": str(runtime.device), "provenance": provenance(), "config": cfg,
     }

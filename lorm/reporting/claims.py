@@ -237,7 +237,40 @@ def diagnostics_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_claims(run_paths: list[str], md_path: str, csv_path: str | None = None) -> list[dict]:
+def provenance_markdown(runs: list[dict]) -> str:
+    """Where the numbers come from: how many runs, their wall time, code commits, machine, dates."""
+    walls = np.array([float(run["wall_time_s"].get("total", math.nan)) for run in runs]) / 60.0
+    prov = [run.get("provenance") or {} for run in runs]
+    commits = sorted({p.get("commit") or "not recorded" for p in prov})
+    cpus = sorted({str(p["cpus"]) for p in prov if p.get("cpus")})
+    dates = sorted(p["finished"] for p in prov if p.get("finished"))
+    devices = sorted({str(run.get("device", "?")) for run in runs})
+    when = f"finished {dates[0][:16]} – {dates[-1][:16]} UTC" if dates else "finish dates not recorded"
+    walls = walls[np.isfinite(walls)]
+    wall = (f"wall time per run {walls.mean():.1f} min on average (min {walls.min():.1f}, max {walls.max():.1f}), "
+            f"{walls.sum() / 60:.2f} h in all" if walls.size else "wall time not recorded")
+    return (f"{len(runs)} runs; {wall}; device "
+            f"{', '.join(devices)}; machine CPUs {', '.join(cpus) or 'not recorded'}; code commit "
+            f"{', '.join(commits)}; {when}.\n")
+
+
+README_BEGIN, README_END = "<!-- claims:begin -->", "<!-- claims:end -->"
+
+
+def update_readme(readme: str, text: str) -> None:
+    """Replace the block between the README's claims markers with ``text`` (headings one level down)."""
+    path = Path(readme)
+    content = path.read_text(encoding="utf-8")
+    if README_BEGIN not in content or README_END not in content:
+        raise MetricsError(f"{readme}: no {README_BEGIN} ... {README_END} block to refresh (add the two markers)")
+    head, rest = content.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    body = "\n".join("#" + line if line.startswith("## ") else line for line in text.splitlines())
+    path.write_text(f"{head}{README_BEGIN}\n{body}\n{README_END}{tail}", encoding="utf-8")
+
+
+def write_claims(run_paths: list[str], md_path: str, csv_path: str | None = None,
+                 readme: str | None = None) -> list[dict]:
     import pandas as pd
 
     runs = load_runs(run_paths)
@@ -248,8 +281,11 @@ def write_claims(run_paths: list[str], md_path: str, csv_path: str | None = None
     tmp = f"{md_path}.tmp"
     text = "## Does the paper's claim hold?\n\n" + to_markdown(rows)
     text += "\n## What the runs show (diagnostics)\n\n" + diagnostics_markdown(diagnostics_rows(runs))
+    text += "\n## Provenance\n\n" + provenance_markdown(runs)
     Path(tmp).write_text(text, encoding="utf-8")
     os.replace(tmp, md_path)
     if csv_path:
         pd.DataFrame(rows).to_csv(csv_path, index=False, float_format="%.4f")
+    if readme:
+        update_readme(readme, text)
     return rows
