@@ -1,5 +1,6 @@
 """Ablation ``train_matrix=A`` exactly as the official code runs it: B starts at 0 and is never trained, A is
-trained every round and merged in closed form (LoRM spec section 16, fidelity audit D1).
+trained every round and merged in closed form (LoRM spec section 16; official
+fed-mammoth `train_matrix=A`).
 
 With B = 0 the gradient of A is B^T dL/dW = 0, so A never moves (AdamW, weight decay 0) and B A = 0 every round:
 the run is a frozen backbone plus a classifier head trained every round and RegMean-merged (a federated
