@@ -177,6 +177,12 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _mean_of(values) -> float:
+    """Mean of the values that are not None; nan when there are none."""
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else math.nan
+
+
 def diagnostics_rows(runs: list[dict]) -> list[dict]:
     """Per data set, beta and method (mean over seeds): what explains the claims. New-task accuracy right after
     learning a task, a_tt, on the deployed model (the diagonal of the accuracy matrix) and on the undiluted model
@@ -187,25 +193,21 @@ def diagnostics_rows(runs: list[dict]) -> list[dict]:
         groups.setdefault((_dataset(run), float(run["beta"]), str(run["method"])), []).append(run)
     rows = []
     for (dataset, beta, method), members in groups.items():
-        def mean_of(values):
-            values = [v for v in values if v is not None]
-            return float(np.mean(values)) if values else math.nan
-
         diag = [run.get("diagnostics") or {} for run in members]
         rows.append({
             "dataset": dataset, "beta": beta, "method": method, "seeds": len(members),
-            "faa": mean_of([run[METRIC] for run in members]),
-            "forgetting": mean_of([run.get("avg_forgetting") for run in members]),
-            "new_task_acc_deployed": mean_of([np.mean([row[i] for i, row in zip(run["eval_after_task"],
+            "faa": _mean_of([run[METRIC] for run in members]),
+            "forgetting": _mean_of([run.get("avg_forgetting") for run in members]),
+            "new_task_acc_deployed": _mean_of([np.mean([row[i] for i, row in zip(run["eval_after_task"],
                                                                                   run["accuracy_matrix"])])
                                               for run in members if len(run["eval_after_task"]) > 1]),
-            "new_task_acc_undiluted": mean_of([np.mean(d["new_task_acc_undiluted"]) for d in diag
+            "new_task_acc_undiluted": _mean_of([np.mean(d["new_task_acc_undiluted"]) for d in diag
                                                if d.get("new_task_acc_undiluted")]),
-            "new_task_acc_undiluted_last": mean_of([d["new_task_acc_undiluted"][-1] for d in diag
+            "new_task_acc_undiluted_last": _mean_of([d["new_task_acc_undiluted"][-1] for d in diag
                                                     if d.get("new_task_acc_undiluted")]),
-            "new_task_acc_deployed_last": mean_of([run["accuracy_matrix"][-1][-1] for run in members
+            "new_task_acc_deployed_last": _mean_of([run["accuracy_matrix"][-1][-1] for run in members
                                                    if len(run["eval_after_task"]) > 1]),
-            "update_rel_norm": mean_of([np.mean([np.mean(list(t.values())) for t in d["task_update_rel_norm"]])
+            "update_rel_norm": _mean_of([np.mean([np.mean(list(t.values())) for t in d["task_update_rel_norm"]])
                                         for d in diag if d.get("task_update_rel_norm")]),
         })
     return rows
