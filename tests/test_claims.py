@@ -143,6 +143,6 @@ def test_readme_block_is_refreshed_between_the_markers(tmp_path):
     text = readme.read_text()
     assert text.startswith("# x\n\nbefore\n<!-- claims:begin -->\n### Does the paper's claim hold?")
     assert "OLD-BLOCK" not in text and text.endswith("<!-- claims:end -->\nafter\n")
-    assert "1 runs; wall time not recorded" in text and "code commit abc123" in text
+    assert "1 runs; wall time not recorded" in text and "code commit abc123 (1 run)" in text
     readme.write_text("no markers")
     assert main(["claims", "--runs", str(path), "--md", str(tmp_path / "c.md"), "--readme", str(readme)]) == 2

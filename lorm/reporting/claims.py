@@ -12,6 +12,7 @@ by seed, from whichever beta they were run at (the same beta is preferred).
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 from dataclasses import dataclass
@@ -243,7 +244,8 @@ def provenance_markdown(runs: list[dict]) -> str:
     """Where the numbers come from: how many runs, their wall time, code commits, machine, dates."""
     walls = np.array([float(run["wall_time_s"].get("total", math.nan)) for run in runs]) / 60.0
     prov = [run.get("provenance") or {} for run in runs]
-    commits = sorted({p.get("commit") or "not recorded" for p in prov})
+    per_commit = collections.Counter(p.get("commit") or "not recorded" for p in prov)
+    commits = [f"{commit} ({n} run{'s' if n > 1 else ''})" for commit, n in sorted(per_commit.items())]
     cpus = sorted({str(p["cpus"]) for p in prov if p.get("cpus")})
     dates = sorted(p["finished"] for p in prov if p.get("finished"))
     devices = sorted({str(run.get("device", "?")) for run in runs})
