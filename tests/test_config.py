@@ -527,6 +527,8 @@ def test_paper_settings_spot_checks_against_the_spec_table():
     assert cifar["optim"]["lr_A"] is None and cifar["optim"]["lr_B"] is None
     assert _paper("imagenet-r-beta0.1")["model"]["lora_rank"] == 32
     assert _paper("eurosat-beta1.0")["fcil"]["num_tasks"] == 5
+    # PILoRA: the released experiments' learning rates (baselines2-spec table 7), fed-mammoth's other defaults
+    assert cifar["pilora"] == {**load_config()["pilora"], "lr": 0.02, "lr_back": 1e-4}
 
 
 def test_baselines_config_only_adds_the_baselines_to_the_default():
