@@ -30,7 +30,8 @@ def _batch(lengths, seed: int = 0, pad_seed: int | None = None) -> dict:
     mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).long()
     ids[:, 0] = CLS
     ids[torch.arange(len(lengths)), torch.tensor(lengths) - 1] = SEP
-    filler = torch.full_like(ids, PAD) if pad_seed is None else torch.randint(3, VOCAB, ids.shape, generator=_gen(pad_seed))
+    filler = (torch.full_like(ids, PAD) if pad_seed is None
+              else torch.randint(3, VOCAB, ids.shape, generator=_gen(pad_seed)))
     return {"input_ids": torch.where(mask.bool(), ids, filler), "attention_mask": mask}
 
 
