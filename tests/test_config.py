@@ -91,7 +91,7 @@ def test_every_key_has_description_and_default_and_no_extra_keys():
     schema = load_schema()
     assert schema["$schema"].endswith("2020-12/schema")
     leaves = _leaf_keys(schema)
-    assert len(leaves) == 72  # 7 top-level keys + 65 keys in 14 sections
+    assert len(leaves) == 84  # 7 top-level keys + 77 keys in 15 sections
     for key, sub in leaves:
         assert sub.get("description"), key
         assert "default" in sub, key
@@ -527,15 +527,17 @@ def test_paper_settings_spot_checks_against_the_spec_table():
     assert cifar["optim"]["lr_A"] is None and cifar["optim"]["lr_B"] is None
     assert _paper("imagenet-r-beta0.1")["model"]["lora_rank"] == 32
     assert _paper("eurosat-beta1.0")["fcil"]["num_tasks"] == 5
+    # PILoRA: the released experiments' learning rates (baselines2-spec table 7), fed-mammoth's other defaults
+    assert cifar["pilora"] == {**load_config()["pilora"], "lr": 0.02, "lr_back": 1e-4}
 
 
 def test_baselines_config_only_adds_the_baselines_to_the_default():
-    """config/baselines.yaml merged over config/config.yaml (as Snakemake does) = the default + seven methods."""
+    """config/baselines.yaml merged over config/config.yaml (as Snakemake does) = the default + ten methods."""
     from lorm.methods.names import FULL_FINETUNING
 
     default = load_config(REPO / "config" / "config.yaml")
     extra = yaml.safe_load((REPO / "config" / "baselines.yaml").read_text())
     assert set(extra) == {"methods"}
-    assert extra["methods"] == default["methods"] + ["ties", "dare-ties"] + list(FULL_FINETUNING)
+    assert extra["methods"] == default["methods"] + ["ties", "dare-ties"] + list(FULL_FINETUNING) + ["pilora"]
     merged = load_config(REPO / "config" / "config.yaml", extra)
     assert {k: v for k, v in merged.items() if k != "methods"} == {k: v for k, v in default.items() if k != "methods"}

@@ -181,6 +181,20 @@ task_merge:                   # the model-merging aggregators (knots-spec sectio
   merging_type: mean          # mean (disjoint mean) | sum
   weighted: false             # scale clients by their sample share (not in the paper)
 
+pilora:                       # PILoRA (baselines2-spec 6): the released experiments' optimiser (spec table 7)
+  rank: 4                     # rank of the q and v LoRA pairs of block 0 (one slot per task)
+  lr: 0.02                    # Adam lr of the current prototypes (released experiments, official issue #2)
+  lr_back: 0.0001             # Adam lr of the current LoRA pairs (released experiments)
+  weight_decay: 1.0e-5        # Adam weight decay, coupled L2 (fed-mammoth wd_reg)
+  temperature: 1.0            # tau of the logits -||f - p_c|| / sqrt(d) / tau
+  pl_weight: 0.001            # weight of the mean distance to the own class's prototype
+  ort_weight: 0.5             # weight of sum |A_t A_i^T| against the old tasks' A's
+  l1: 0.01                    # weight of the L1 norm of the current A's (official, Q33; 0 = the paper's loss)
+  soft_temp: 5.0              # softmax factor of the server's prototype re-weighting
+  min_count: 5                # a class mean is uploaded when more than this many features were seen
+  unreported: keep            # keep (official, Q36) | mean: prototype of a class no client reported
+  official_index: false       # true: class y re-weights slot y mod task size (official, Q34)
+
 joint:
   epochs: null                # = rounds x local_epochs
 

@@ -68,14 +68,15 @@ def _check_inputs(dataset: dict, partition: dict, method: str, cfg: dict) -> Non
 
 def provenance() -> dict:
     """Where a run's numbers come from: the code's git commit (None outside a git checkout; "+dirty" with
-    uncommitted changes to tracked files), when the run finished, the machine's CPU count, torch's version."""
+    uncommitted changes to the tracked code under lorm/: results, configs and the README do not count), when the
+    run finished, the machine's CPU count, torch's version."""
     here = os.path.dirname(os.path.abspath(__file__))
     commit = None
     try:
         run = dict(cwd=here, capture_output=True, text=True, timeout=10)
         head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], **run)
         if head.returncode == 0:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **run)
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)lorm"], **run)
             commit = head.stdout.strip() + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         pass

@@ -78,6 +78,10 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
+#: local optimisers of train_local: decoupled (AdamW) or coupled (Adam, L2 in the gradient) weight decay
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
+
+
 def train_local(
     model: torch.nn.Module,
     data: EncodedSplit,
@@ -90,15 +94,21 @@ def train_local(
     gen: torch.Generator,
     weight_decay: float = 0.0,
     extra_loss: ExtraLoss | None = None,
+    optimizer: str = "adamw",
 ) -> dict:
     """Local training: a fresh AdamW (spec section 5: state reset every round), E epochs of shuffled batches,
     cross-entropy on the logits of ``class_range`` = [lo, hi) only (labels shifted by lo).
+
+    ``optimizer``: "adamw" (decoupled weight decay, every method's default) or "adam" (weight decay as an L2 term
+    coupled into the gradient, PILoRA's; every parameter passed then drifts towards 0, so pass only what trains).
 
     ``extra_loss(inputs=, labels=, features=, logits=)`` adds a method's regulariser to every step's loss; it
     gets the pooled features and the logits over *all* classes of this very forward pass (no second forward)."""
     lo, hi = class_range
     groups = [g for g in param_groups if g["params"]]
-    optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"train_local: optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    opt = OPTIMIZERS[optimizer](groups, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay)
     scaler = runtime.grad_scaler()
     model.train()
     total_loss, steps, seen = 0.0, 0, 0
@@ -112,9 +122,9 @@ def train_local(
                 loss = F.cross_entropy(logits[:, lo:hi].float(), labels - lo)
                 if extra_loss is not None:
                     loss = loss + extra_loss(inputs=inputs, labels=labels, features=features, logits=logits)
-            optimizer.zero_grad(set_to_none=True)
+            opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            scaler.step(optimizer)
+            scaler.step(opt)
             scaler.update()
             total_loss += float(loss.detach()) * len(idx)
             steps += 1

@@ -10,6 +10,7 @@ from lorm.methods.fisheravg import FisherAvg
 from lorm.methods.knots_dare_ties import KnOTSDARETIES
 from lorm.methods.knots_ties import KnOTSTIES
 from lorm.methods.lwf import LwF
+from lorm.methods.pilora import PILoRA
 from lorm.methods.regmean import RegMean
 from lorm.methods.ta import TA
 from lorm.methods.ties import TIES
@@ -20,13 +21,17 @@ from lorm.methods.lorm_a_only import LoRMAOnly
 from lorm.methods.lorm_a_only_random_b import LoRMAOnlyRandomB
 from lorm.methods.lorm_b_only import LoRMBOnly
 
+from lorm.methods.base import FederatedLoRA
 from lorm.methods.names import FULL_FINETUNING, METHOD_NAMES, TASK_MERGE
 
 METHODS = {cls.name: cls for cls in (LoRM, LoRMAOnly, LoRMBOnly, FedAvgLoRA, FFALoRA, Joint,
                                      FedAvg, EWC, LwF, FisherAvg, RegMean, CCVR, FedProto,
-                                     TA, TIES, DARETIES, KnOTSTIES, KnOTSDARETIES, LoRMAOnlyRandomB)}
+                                     TA, TIES, DARETIES, KnOTSTIES, KnOTSDARETIES, LoRMAOnlyRandomB,
+                                     PILoRA)}
 assert tuple(METHODS) == METHOD_NAMES, "lorm/methods/names.py is out of date"
-assert FULL_FINETUNING == tuple(n for n, cls in METHODS.items() if not cls.uses_lora), "names.py: FULL_FINETUNING"
+# methods built without the default LoRA layers: full fine-tuning, or a LoRA method placing its own (PILoRA)
+assert FULL_FINETUNING == tuple(n for n, cls in METHODS.items()
+                                if not cls.uses_lora and not issubclass(cls, FederatedLoRA)), "names.py: FULL_FINETUNING"
 
 assert set(TASK_MERGE) <= set(METHODS), "names.py: TASK_MERGE"
 

@@ -59,7 +59,8 @@ class RunContext:
 class Method(abc.ABC):
     name: str = ""
     federated: bool = True
-    uses_lora: bool = True  # False: the model is built without LoRA layers (full fine-tuning)
+    uses_lora: bool = True  # False: the model is built without the default LoRA layers (full fine-tuning, or
+    #                         a method that places its own adapters in __init__, e.g. PILoRA)
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx

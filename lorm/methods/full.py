@@ -8,6 +8,14 @@ EWC, LwF, FisherAvg, RegMean, CCVR and FedProto, which override one hook each:
     merge(task, rnd, uploads)        -> the server's aggregation (default: FedAvg)
     after_merge(task, rnd)           -> server work on the merged model (CCVR's calibration)
 
+Methods that train a subset (the prompt methods of baselines2-spec section 2.2) override two more:
+
+    attach_modules()                 -> add modules to the model (prompts, ...) before its parameters are listed
+    trainable(name)                  -> whether a parameter trains (default: every one)
+
+Only the trainable parameters get ``requires_grad``, a copy in the server's global model, a place in the optimiser
+and in the upload (so the communication ledger counts them only); the others stay frozen at their initial values.
+
 The model is sequentially fine-tuned across tasks: what is deployed after a task is simply the global model.
 """
 
@@ -25,9 +33,14 @@ class FederatedFull(Method):
 
     def __init__(self, ctx: RunContext):
         super().__init__(ctx)
-        self.params = dict(self.model.named_parameters())
-        for p in self.params.values():
-            p.requires_grad_(True)
+        self.attach_modules()
+        self.model.to(ctx.runtime.device)  # attached modules are built on the CPU (a no-op without them)
+        named = dict(self.model.named_parameters())
+        self.params = {n: p for n, p in named.items() if self.trainable(n)}
+        if not self.params:
+            raise RuntimeError(f"method {self.name}: trainable() selects none of the model's parameters")
+        for n, p in named.items():
+            p.requires_grad_(n in self.params)
         # the server's global model: one copy of every trainable tensor (clients overwrite the live model)
         self.global_params = {n: p.detach().clone() for n, p in self.params.items()}
         cfg = ctx.cfg["baselines"]
@@ -36,6 +49,14 @@ class FederatedFull(Method):
         self.weight_decay = ctx.cfg["optim"]["weight_decay"]
 
     # ---- hooks ----------------------------------------------------------------------------------------
+    def attach_modules(self) -> None:
+        """Add the method's own modules to ``self.model`` (e.g. wrap ``model.encoder`` in a
+        lorm.models.prompting.PromptedEncoder); called once, before the parameters are enumerated."""
+
+    def trainable(self, name: str) -> bool:
+        """Whether the parameter ``name`` (as in ``model.named_parameters()``) trains and is exchanged."""
+        return True
+
     def regulariser(self, task: int, rnd: int) -> ExtraLoss | None:
         return None
 

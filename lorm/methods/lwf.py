@@ -42,9 +42,10 @@ class LwF(FederatedFull):
             return
         if self.teacher is None:
             self.teacher = copy.deepcopy(self.model).requires_grad_(False)
-        with torch.no_grad():  # the teacher = the global model after the previous task
-            for n, p in self.teacher.named_parameters():
-                p.copy_(self.global_params[n])
+        with torch.no_grad():  # the teacher = the global model after the previous task (frozen tensors: as built)
+            teacher_params = dict(self.teacher.named_parameters())
+            for n, p in self.global_params.items():
+                teacher_params[n].copy_(p)
         self.teacher.eval()
 
     def distill_range(self, task: int) -> tuple[int, int]:

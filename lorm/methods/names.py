@@ -2,7 +2,7 @@
 
 METHOD_NAMES = ("lorm", "lorm-a-only", "lorm-b-only", "fedavg-lora", "ffa-lora", "joint", "fedavg", "ewc", "lwf",
                 "fisheravg", "regmean", "ccvr", "fedproto", "ta", "ties", "dare-ties", "knots-ties", "knots-dare-ties",
-                "lorm-a-only-random-b")
+                "lorm-a-only-random-b", "pilora")
 
 #: methods that fine-tune every parameter (no LoRA); they read the ``baselines`` section and, if it exists, the
 #: section named like the method (ewc, lwf, regmean, ccvr, fedproto) instead of ``optim.lr*`` and ``lorm``

@@ -40,7 +40,15 @@ class TextEncoder(nn.Module):
     LayerNorm and activation on a (n_tokens, d) matrix, attention on the padded layout with a key-padding mask),
     which gives the padded forward's results without computing padded positions; hooks on the encoder's Linear
     layers then see 2-D (n_tokens, d) inputs. ``packed=False`` (or an encoder the packed forward does not cover)
-    runs the model's own padded forward. The attribute can be switched at any time; it holds no state."""
+    runs the model's own padded forward. The attribute can be switched at any time; it holds no state.
+
+    The input dict holds ``attention_mask`` and either ``input_ids`` or ``inputs_embeds`` (B, N, d) (vectors that
+    replace the word embeddings: synthetic text, prompted inputs), optionally ``position_ids`` (B, N); the
+    embedding layer adds position and token type (always 0) embeddings and its LayerNorm either way. Either of
+    the latter two runs the padded forward: the packed one takes ids at their padded positions only, and prompted
+    inputs (lorm.models.prompting) are not worth a packed variant. Other keys of the dict are ignored."""
+
+    PADDED_ONLY = ("inputs_embeds", "position_ids")
 
     def __init__(self, bert: nn.Module, pooling: str = "mean", packed: bool = True):
         super().__init__()
@@ -51,10 +59,24 @@ class TextEncoder(nn.Module):
 
     def forward(self, inputs: dict) -> torch.Tensor:
         mask = inputs["attention_mask"]
-        if self.packed and self.packed_unsupported is None:
+        padded_only = any(inputs.get(k) is not None for k in self.PADDED_ONLY)
+        if self.packed and self.packed_unsupported is None and not padded_only:
             hidden, row, lengths = packed_bert_hidden(self.bert, inputs["input_ids"], mask)
             return packed_pool(hidden, row, lengths, self.pooling)
-        hidden = self.bert(input_ids=inputs["input_ids"], attention_mask=mask).last_hidden_state
+        return self.pool(self.hidden_states(inputs), mask)
+
+    def hidden_states(self, inputs: dict) -> torch.Tensor:
+        """Last hidden states (B, N, d) of the model's own padded forward (padded positions included)."""
+        given = [k for k in ("input_ids", "inputs_embeds") if inputs.get(k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"TextEncoder: the inputs need exactly one of input_ids and inputs_embeds, got {given}")
+        extra = {k: inputs[k] for k in self.PADDED_ONLY if inputs.get(k) is not None}
+        if given == ["input_ids"]:
+            extra["input_ids"] = inputs["input_ids"]
+        return self.bert(attention_mask=inputs["attention_mask"], **extra).last_hidden_state
+
+    def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The feature of padded hidden states: CLS token, or mean over the positions where ``mask`` is 1."""
         if self.pooling == "cls":
             return hidden[:, 0]
         weights = mask.unsqueeze(-1).to(hidden.dtype)

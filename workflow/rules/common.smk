@@ -227,6 +227,9 @@ def run_params(wildcards):
         params["baselines"] = cfg["baselines"]
         if method in cfg:
             params[method] = cfg[method]
+    elif method == "pilora":  # own adapters and optimiser: the pilora section, not optim / lorm / lora_*
+        params["model"] = {k: v for k, v in cfg["model"].items() if k not in ("lora_rank", "lora_targets")}
+        params["pilora"] = cfg["pilora"]
     else:
         params.update(model=cfg["model"], optim=cfg["optim"], lorm=cfg["lorm"])
         if method in TASK_MERGE:
