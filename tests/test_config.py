@@ -532,12 +532,13 @@ def test_paper_settings_spot_checks_against_the_spec_table():
 
 
 def test_baselines_config_only_adds_the_baselines_to_the_default():
-    """config/baselines.yaml merged over config/config.yaml (as Snakemake does) = the default + ten methods."""
+    """config/baselines.yaml merged over config/config.yaml (as Snakemake does) = the default + twelve methods."""
     from lorm.methods.names import FULL_FINETUNING
 
     default = load_config(REPO / "config" / "config.yaml")
     extra = yaml.safe_load((REPO / "config" / "baselines.yaml").read_text())
     assert set(extra) == {"methods"}
-    assert extra["methods"] == default["methods"] + ["ties", "dare-ties"] + list(FULL_FINETUNING) + ["pilora"]
+    assert extra["methods"] == (default["methods"] + ["ties", "dare-ties"] + list(FULL_FINETUNING)
+                                + ["pilora", "l2p", "coda-p"])
     merged = load_config(REPO / "config" / "config.yaml", extra)
     assert {k: v for k, v in merged.items() if k != "methods"} == {k: v for k, v in default.items() if k != "methods"}
