@@ -50,8 +50,9 @@ class L2PPromptPool(nn.Module):
         self.reduce_sim: torch.Tensor | None = None
 
     def similarity(self, query: torch.Tensor) -> torch.Tensor:
-        """cos(q_b, k_m), (B, M), in fp32 (a tie-free top-N under autocast)."""
-        return F.normalize(query.float(), dim=-1) @ F.normalize(self.keys.float(), dim=-1).T
+        """cos(q_b, k_m), (B, M), in fp32 also under autocast (bf16 would make near-ties of the top-N arbitrary)."""
+        with torch.autocast(device_type=query.device.type, enabled=False):
+            return F.normalize(query.float(), dim=-1) @ F.normalize(self.keys.float(), dim=-1).T
 
     def forward(self, query: torch.Tensor) -> torch.Tensor:
         best = self.similarity(query).topk(self.top_n, dim=1)  # sorted: descending similarity
