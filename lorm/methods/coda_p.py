@@ -63,9 +63,10 @@ def orthonormal_extension(old: torch.Tensor, count: int, gen: torch.Generator) -
 
 
 def ortho_penalty(x: torch.Tensor) -> torch.Tensor:
-    """mean((X Xᵀ − I)²) of the rows of X (flattened to 2-d), in fp32."""
+    """mean((X Xᵀ − I)²) of the rows of X (flattened to 2-d), in fp32 also under autocast."""
     x = x.reshape(x.shape[0], -1).float()
-    return ((x @ x.T - torch.eye(x.shape[0], device=x.device)) ** 2).mean()
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return ((x @ x.T - torch.eye(x.shape[0], device=x.device)) ** 2).mean()
 
 
 class CodaLayerPool(nn.Module):
