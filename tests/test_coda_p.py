@@ -217,3 +217,13 @@ def test_coda_p_runs_end_to_end_on_the_text_path():
     assert m["communication"]["upload_bytes_per_client_round"] == upload
     # spec section 8 (T = 10, 4 classes a task): 193,540 floats up
     assert _lean_bytes(T=10, pt=10, layers=5, L=8, d=384, c=4)[1] == 4 * 193_540 + 8
+
+
+@pytest.mark.parametrize("method", ["coda-p", "l2p"])
+def test_prompt_methods_run_under_bf16_autocast(method):
+    """The GPU autocast path (bf16) on the CPU: prefixes / prompt tokens, surrogate and penalty in mixed dtypes."""
+    cfg = load_config(None, {**_tiny_vit_config(), "runtime": {"threads": 1, "progress": False, "amp": "bf16"}})
+    cfg["fcil"].update(num_tasks=2, rounds=1)
+    cfg["dataset"].update(train_per_class=4, test_per_class=2)
+    m = run_experiment(cfg, method, seed=0, beta=0.5, dataset=build_dataset(cfg["dataset"]))
+    assert len(m["accuracy_matrix"]) == 2 and all(0 <= a <= 100 for a in m["accuracy_matrix"][-1])
