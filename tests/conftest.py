@@ -15,3 +15,35 @@ def load_minilm():
 
     path = gt.get_model_path()
     return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+
+
+def tiny_image_setup(experiment: str, *, train_per_class: int, test_per_class: int, rounds: int, threads: int,
+                     num_tasks: int = 5, num_clients: int = 2):
+    """The fabricated-image FCIL setting of the method tests on the random tiny ViT ("vit-tiny-test", 32 px):
+    ``(cfg, train split, task ranges, client indices [task][client], number of classes)``."""
+    import numpy as np
+
+    from lorm.config import load_config
+    from lorm.data.datasets import build_dataset
+    from lorm.data.tensors import encode_split, image_transforms
+    from lorm.federated.simulator import make_partition
+
+    cfg = load_config(None, {
+        "experiment": experiment,
+        "dataset": {"name": "synthetic-images", "train_per_class": train_per_class,
+                    "test_per_class": test_per_class, "image_size": 32},
+        "model": {"backbone": "vit-tiny-test", "lora_rank": 2},
+        "fcil": {"num_tasks": num_tasks, "num_clients": num_clients, "rounds": rounds, "local_epochs": 1,
+                 "min_samples": 1},
+        "runtime": {"threads": threads, "progress": False},
+    })
+    ds = build_dataset(cfg["dataset"])
+    partition = make_partition(cfg, ds, 0.5, seed=0)
+    order = np.asarray(partition["class_order"])
+    label_map = np.empty(len(order), dtype=np.int64)
+    label_map[order] = np.arange(len(order))
+    train = encode_split(ds["train"], "image", label_map, transforms=image_transforms(ds["name"], "intended", 32))
+    sizes = [len(t["classes"]) for t in partition["tasks"]]
+    bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    ranges = [(int(bounds[t]), int(bounds[t + 1])) for t in range(len(sizes))]
+    return cfg, train, ranges, [t["train"] for t in partition["tasks"]], len(order)

@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 
-from lorm.config import load_config, method_config
-from lorm.data.datasets import build_dataset
-from lorm.data.tensors import encode_split, image_transforms
+from lorm.config import method_config
 from lorm.federated.client_stats import class_feature_moments, diagonal_fisher
 from lorm.federated.comm import payload_bytes
-from lorm.federated.simulator import make_partition
 from lorm.federated.training import Runtime, generator
 from lorm.merging import fedavg, fisher_merge, pool_class_moments
 from lorm.methods import METHODS
@@ -25,27 +21,12 @@ from lorm.methods.lwf import distillation_loss
 from lorm.models.backbones import build_classifier
 from lorm.models.lora import lora_layers
 
+from conftest import tiny_image_setup
+
 
 @pytest.fixture(scope="module")
 def setup():
-    cfg = load_config(None, {
-        "experiment": "tiny-baselines",
-        "dataset": {"name": "synthetic-images", "train_per_class": 6, "test_per_class": 2, "image_size": 32},
-        "model": {"backbone": "vit-tiny-test", "lora_rank": 2},
-        "fcil": {"num_tasks": 5, "num_clients": 2, "rounds": 2, "local_epochs": 1, "min_samples": 1},
-        "runtime": {"threads": 2, "progress": False},
-    })
-    ds = build_dataset(cfg["dataset"])
-    partition = make_partition(cfg, ds, 0.5, seed=0)
-    order = np.asarray(partition["class_order"])
-    label_map = np.empty(len(order), dtype=np.int64)
-    label_map[order] = np.arange(len(order))
-    train = encode_split(ds["train"], "image", label_map,
-                         transforms=image_transforms(ds["name"], "intended", 32))
-    sizes = [len(t["classes"]) for t in partition["tasks"]]
-    bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-    ranges = [(int(bounds[t]), int(bounds[t + 1])) for t in range(len(sizes))]
-    return cfg, train, ranges, [t["train"] for t in partition["tasks"]], len(order)
+    return tiny_image_setup("tiny-baselines", train_per_class=6, test_per_class=2, rounds=2, threads=2)
 
 
 def make_method(setup, name: str, **overrides):

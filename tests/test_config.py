@@ -91,7 +91,7 @@ def test_every_key_has_description_and_default_and_no_extra_keys():
     schema = load_schema()
     assert schema["$schema"].endswith("2020-12/schema")
     leaves = _leaf_keys(schema)
-    assert len(leaves) == 84  # 7 top-level keys + 77 keys in 15 sections
+    assert len(leaves) == 95  # 7 top-level keys + 88 keys in 17 sections
     for key, sub in leaves:
         assert sub.get("description"), key
         assert "default" in sub, key
@@ -532,12 +532,13 @@ def test_paper_settings_spot_checks_against_the_spec_table():
 
 
 def test_baselines_config_only_adds_the_baselines_to_the_default():
-    """config/baselines.yaml merged over config/config.yaml (as Snakemake does) = the default + ten methods."""
+    """config/baselines.yaml merged over config/config.yaml (as Snakemake does) = the default + twelve methods."""
     from lorm.methods.names import FULL_FINETUNING
 
     default = load_config(REPO / "config" / "config.yaml")
     extra = yaml.safe_load((REPO / "config" / "baselines.yaml").read_text())
     assert set(extra) == {"methods"}
-    assert extra["methods"] == default["methods"] + ["ties", "dare-ties"] + list(FULL_FINETUNING) + ["pilora"]
+    assert extra["methods"] == (default["methods"] + ["ties", "dare-ties"] + list(FULL_FINETUNING)
+                                + ["pilora", "l2p", "coda-p"])
     merged = load_config(REPO / "config" / "config.yaml", extra)
     assert {k: v for k, v in merged.items() if k != "methods"} == {k: v for k, v in default.items() if k != "methods"}

@@ -28,6 +28,7 @@ def tiny_image_config(**fcil):
         "model": {"backbone": "vit-tiny-test", "lora_rank": 2},
         "fcil": {"num_tasks": 5, "num_clients": 3, "rounds": 2, "local_epochs": 1, "min_samples": 1, **fcil},
         "optim": {"lr": 1e-2},
+        "coda": {"layers": [0, 1]},  # the tiny ViT has 2 blocks
         "runtime": {"threads": 2, "progress": False},
     })
 
@@ -188,7 +189,8 @@ def _tiny_resume_config(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["lorm", "fedavg-lora", "ewc", "lwf"])  # ewc: Fisher + anchor; lwf: teacher
+# ewc: Fisher + anchor; lwf: teacher; coda-p: task-start components drawn from the restored pools
+@pytest.mark.parametrize("method", ["lorm", "fedavg-lora", "ewc", "lwf", "coda-p"])
 def test_killed_run_resumes_with_identical_metrics(tmp_path, method):
     """Kill the process (SIGKILL) once it has checkpointed task 2 of 5, start it again with the same command,
     and compare with an uninterrupted run: the metrics must be exactly equal (wall times aside)."""

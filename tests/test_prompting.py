@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -325,28 +324,9 @@ def test_vit_prompt_tokens_follow_cls_with_its_position_embedding(vit):
 
 @pytest.fixture(scope="module")
 def image_setup():
-    from lorm.config import load_config
-    from lorm.data.datasets import build_dataset
-    from lorm.data.tensors import encode_split, image_transforms
-    from lorm.federated.simulator import make_partition
+    from conftest import tiny_image_setup
 
-    cfg = load_config(None, {
-        "experiment": "tiny-prompting",
-        "dataset": {"name": "synthetic-images", "train_per_class": 4, "test_per_class": 1, "image_size": 32},
-        "model": {"backbone": "vit-tiny-test", "lora_rank": 2},
-        "fcil": {"num_tasks": 5, "num_clients": 2, "rounds": 1, "local_epochs": 1, "min_samples": 1},
-        "runtime": {"threads": 1, "progress": False},
-    })
-    ds = build_dataset(cfg["dataset"])
-    partition = make_partition(cfg, ds, 0.5, seed=0)
-    order = np.asarray(partition["class_order"])
-    label_map = np.empty(len(order), dtype=np.int64)
-    label_map[order] = np.arange(len(order))
-    train = encode_split(ds["train"], "image", label_map, transforms=image_transforms(ds["name"], "intended", 32))
-    sizes = [len(t["classes"]) for t in partition["tasks"]]
-    bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-    ranges = [(int(bounds[t]), int(bounds[t + 1])) for t in range(len(sizes))]
-    return cfg, train, ranges, [t["train"] for t in partition["tasks"]], len(order)
+    return tiny_image_setup("tiny-prompting", train_per_class=4, test_per_class=1, rounds=1, threads=1)
 
 
 class SharedPrompt(nn.Module):

@@ -12,6 +12,8 @@ Methods that train a subset (the prompt methods of baselines2-spec section 2.2) 
 
     attach_modules()                 -> add modules to the model (prompts, ...) before its parameters are listed
     trainable(name)                  -> whether a parameter trains (default: every one)
+    receive(task, state), send(task) -> what a client takes from the broadcast and uploads (default: every
+                                        trainable tensor; CODA-Prompt exchanges slices of them)
 
 Only the trainable parameters get ``requires_grad``, a copy in the server's global model, a place in the optimiser
 and in the upload (so the communication ledger counts them only); the others stay frozen at their initial values.
@@ -93,8 +95,16 @@ class FederatedFull(Method):
     def broadcast(self, task: int, rnd: int) -> dict:
         return {"params": self.global_params}
 
-    def client_update(self, client: int, task: int, rnd: int, state: dict) -> dict:
+    def receive(self, task: int, state: dict) -> None:
+        """Client side: put the broadcast into the live model (default: every trainable tensor)."""
         self.load_global(state["params"])
+
+    def send(self, task: int) -> dict[str, torch.Tensor]:
+        """Client side: the trained tensors to upload (default: every trainable tensor)."""
+        return {n: p.detach().clone() for n, p in self.params.items()}
+
+    def client_update(self, client: int, task: int, rnd: int, state: dict) -> dict:
+        self.receive(task, state)
         indices = self.ctx.client_indices[task][client]
         if self.trains(task, rnd):
             with self.ctx.timers("train"):
@@ -104,7 +114,7 @@ class FederatedFull(Method):
                     runtime=self.ctx.runtime, gen=generator(self.ctx.seed, 2, task, rnd, client),
                     weight_decay=self.weight_decay, extra_loss=self.regulariser(task, rnd),
                 )
-        upload = {"params": {n: p.detach().clone() for n, p in self.params.items()}, "num_samples": len(indices)}
+        upload = {"params": self.send(task), "num_samples": len(indices)}
         with self.ctx.timers("statistics"):
             upload.update(self.client_statistics(client, task, rnd, indices))
         return upload

@@ -24,7 +24,7 @@ from lorm.config import (
 )
 from lorm.mergebench.config import load_merge_config
 from lorm.mergebench.tasks import task_names
-from lorm.methods.names import FULL_FINETUNING, TASK_MERGE
+from lorm.methods.names import FULL_FINETUNING, PROMPT_METHODS, TASK_MERGE
 from lorm.reporting.figures import figure_paths
 
 
@@ -230,6 +230,10 @@ def run_params(wildcards):
     elif method == "pilora":  # own adapters and optimiser: the pilora section, not optim / lorm / lora_*
         params["model"] = {k: v for k, v in cfg["model"].items() if k not in ("lora_rank", "lora_targets")}
         params["pilora"] = cfg["pilora"]
+    elif method in PROMPT_METHODS:  # frozen backbone + prompts: the method's own section (l2p, coda) only
+        params["model"] = {k: v for k, v in cfg["model"].items() if k not in ("lora_rank", "lora_targets")}
+        section = PROMPT_METHODS[method]
+        params[section] = cfg[section]
     else:
         params.update(model=cfg["model"], optim=cfg["optim"], lorm=cfg["lorm"])
         if method in TASK_MERGE:
