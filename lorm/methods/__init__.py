@@ -13,6 +13,7 @@ from lorm.methods.lwf import LwF
 from lorm.methods.pilora import PILoRA
 from lorm.methods.regmean import RegMean
 from lorm.methods.ta import TA
+from lorm.methods.target import TARGET
 from lorm.methods.ties import TIES
 from lorm.methods.ffa_lora import FFALoRA
 from lorm.methods.joint import Joint
@@ -27,7 +28,7 @@ from lorm.methods.names import FULL_FINETUNING, METHOD_NAMES, TASK_MERGE
 METHODS = {cls.name: cls for cls in (LoRM, LoRMAOnly, LoRMBOnly, FedAvgLoRA, FFALoRA, Joint,
                                      FedAvg, EWC, LwF, FisherAvg, RegMean, CCVR, FedProto,
                                      TA, TIES, DARETIES, KnOTSTIES, KnOTSDARETIES, LoRMAOnlyRandomB,
-                                     PILoRA)}
+                                     PILoRA, TARGET)}
 assert tuple(METHODS) == METHOD_NAMES, "lorm/methods/names.py is out of date"
 # methods built without the default LoRA layers: full fine-tuning, or a LoRA method placing its own (PILoRA)
 assert FULL_FINETUNING == tuple(n for n, cls in METHODS.items()
