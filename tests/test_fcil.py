@@ -29,6 +29,9 @@ def tiny_image_config(**fcil):
         "fcil": {"num_tasks": 5, "num_clients": 3, "rounds": 2, "local_epochs": 1, "min_samples": 1, **fcil},
         "optim": {"lr": 1e-2},
         "runtime": {"threads": 2, "progress": False},
+        # TARGET's server synthesis shrunk to a few steps (the defaults run 2,400 generator steps per task)
+        "method_params": {"target": {"target": {"syn_rounds": 2, "g_steps": 2, "warmup": 1, "student_kd_steps": 2,
+                                                "batch_size": 4}}},
     })
 
 
