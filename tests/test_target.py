@@ -30,7 +30,8 @@ TINY_SYNTHESIS = {"syn_rounds": 3, "g_steps": 2, "warmup": 1, "student_kd_steps"
 def test_client_kd_is_zero_when_the_student_is_the_teacher_and_positive_otherwise(setup):
     algo = make_method(setup, "target")
     _, train, ranges, clients, _ = setup
-    algo.synthetic = torch.randint(0, 256, (8, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    pool_gen = torch.Generator().manual_seed(3)
+    algo.synthetic = torch.randint(0, 256, (8, 32, 32, 3), dtype=torch.uint8, generator=pool_gen)
     algo.begin_task(1)  # teacher = the global model = the live model
     algo.model.eval()
     x, y = train.batch(torch.as_tensor(clients[1][0][:2]))
