@@ -191,8 +191,8 @@ def _tiny_resume_config(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["lorm", "fedavg-lora", "ewc", "lwf", "target"])  # ewc: Fisher + anchor; lwf: teacher;
-# target: the synthetic pool in the checkpoint
+# ewc: Fisher + anchor; lwf: teacher; target: the synthetic pool in the checkpoint
+@pytest.mark.parametrize("method", ["lorm", "fedavg-lora", "ewc", "lwf", "target"])
 def test_killed_run_resumes_with_identical_metrics(tmp_path, method):
     """Kill the process (SIGKILL) once it has checkpointed task 2 of 5, start it again with the same command,
     and compare with an uninterrupted run: the metrics must be exactly equal (wall times aside)."""
