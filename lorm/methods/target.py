@@ -174,7 +174,8 @@ class TARGET(FederatedFull):
         with torch.random.fork_rng(devices=[]):  # module init draws from the global RNG: seed it explicitly
             torch.manual_seed(derive_seed(seed, STREAM_GENERATOR_INIT, task))
             slow = self.build_generator(teacher).to(device)
-        fast = copy.deepcopy(slow)  # the inner loop's copy; reloaded from `slow` every round
+        frozen = {id(t): t for t in vars(slow).values() if isinstance(t, torch.Tensor)}  # word embeddings: shared
+        fast = copy.deepcopy(slow, memo=frozen)  # the inner loop's copy; reloaded from `slow` every round
         betas = tuple(c["betas"])
         meta_opt = torch.optim.Adam(slow.parameters(), lr=c["lr_g"] * c["g_steps"], betas=betas)
         student_opt = torch.optim.SGD(student.parameters(), lr=c["student_lr"], momentum=c["student_momentum"],
