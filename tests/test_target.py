@@ -74,6 +74,12 @@ def test_image_generator_outputs_pixels_in_the_unit_box_that_the_vit_accepts(set
     assert view.shape == images.shape and algo.model(view).shape == (3, setup[4])
     pooled = algo.to_pool(images)
     assert pooled.dtype == torch.uint8 and pooled.shape == (3, 32, 32, 3)
+    # Q30: the dataset's own training transform on stored images; fed-mammoth's hard-coded one under official
+    assert algo.image_train_transform is setup[1].train_transform
+    official = make_method(setup, "target", dataset={"preprocessing": "official"})
+    assert official.image_mean == official.image_std == (0.5,) * 3
+    assert [s["op"] for s in official.image_train_transform.steps] == ["random_resized_crop", "horizontal_flip"]
+    assert official.synthetic_inputs(pooled, 2, torch.Generator().manual_seed(0)).shape == (2, 3, 32, 32)
 
 
 def _tiny_bert_encoder() -> TextEncoder:

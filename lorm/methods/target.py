@@ -15,7 +15,8 @@ first-order MAML; loss ``oh_weight`` · CE(teacher, y) + ``adv_weight`` · L_adv
 pool; after rounds ≥ warmup a re-initialised student is distilled on the pool so far (the adversary of L_adv).
 Targets are uniform over all seen classes (``official_class_range: true``: the newest class excluded, Q27).
 Synthesis runs in fp32 without loss scaling (Q31). Synthetic images are stored as uint8 and go through the
-dataset's own training transform when reused (Q30); synthetic text is stored as float ``inputs_embeds``.
+dataset's own training transform when reused (Q30; fed-mammoth's hard-coded RandomResizedCrop + flip +
+Normalize(0.5) under ``dataset.preprocessing: official``); synthetic text is stored as float ``inputs_embeds``.
 
 Communication (section 8): the whole model both ways every round; the pool once per client per task (ledger
 kind "synthetic"). The pool is part of the method's state, so it survives a restart between tasks.
@@ -30,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from lorm.data.transforms import normalise, random_crop, random_horizontal_flip, to_float01
+from lorm.data.transforms import (DEFAULT_RATIO, DEFAULT_SCALE, FLIP, BatchTransform, normalise, random_crop,
+                                  random_horizontal_flip, to_float01)
 from lorm.federated.training import derive_seed, generator
 from lorm.methods.full import FederatedFull, RunContext
 from lorm.methods.lwf import distillation_loss
@@ -87,6 +89,20 @@ class TARGET(FederatedFull):
         # the previous task's pool: text (N, L, d) float32 inputs_embeds; images (N, H, W, 3) uint8
         self.synthetic: torch.Tensor | None = None
         self.client = 0
+        if not self.text:
+            self.image_train_transform, self.image_mean, self.image_std = self.synthetic_image_transforms(ctx)
+
+    @staticmethod
+    def synthetic_image_transforms(ctx: RunContext):
+        """(training transform of stored synthetic images, mean, std of the synthesis view). Default: the dataset's
+        own (Q30); under ``dataset.preprocessing: official`` fed-mammoth's hard-coded RandomResizedCrop(0.08–1,
+        bicubic) + flip + Normalize(0.5)."""
+        if ctx.cfg["dataset"].get("preprocessing") == "official":
+            rrc = {"op": "random_resized_crop", "scale": DEFAULT_SCALE, "ratio": DEFAULT_RATIO}
+            half = (0.5,) * 3
+            official = BatchTransform([rrc, FLIP], half, half, ctx.model.spec.image_size, "TARGET official (Q30)")
+            return official, half, half
+        return ctx.train.train_transform, ctx.train.test_transform.mean, ctx.train.test_transform.std
 
     # ---- clients ----------------------------------------------------------------------------------------
     def frozen_global_copy(self) -> torch.nn.Module:
@@ -109,15 +125,14 @@ class TARGET(FederatedFull):
         self.client = client  # regulariser() draws the client's own synthetic batches
         return super().client_update(client, task, rnd, state)
 
-    def synthetic_inputs(self, pool: torch.Tensor, size: int, gen: torch.Generator, augment: bool = True):
-        """Model inputs of ``size`` pool samples drawn without replacement (images through the dataset's own
-        training transform when ``augment``, Q30; text as inputs_embeds with an all-ones mask)."""
+    def synthetic_inputs(self, pool: torch.Tensor, size: int, gen: torch.Generator):
+        """Model inputs of ``size`` pool samples drawn without replacement (images through the training transform
+        of ``synthetic_image_transforms``; text as inputs_embeds with an all-ones mask)."""
         idx = torch.randperm(len(pool), generator=gen)[:size]
         x = pool[idx].to(self.ctx.runtime.device)
         if self.text:
             return {"inputs_embeds": x, "attention_mask": torch.ones(x.shape[:2], dtype=torch.long, device=x.device)}
-        x = to_float01(x)
-        return self.ctx.train.train_transform(x, gen) if augment else self.ctx.train.test_transform(x, gen)
+        return self.image_train_transform(to_float01(x), gen)
 
     def regulariser(self, task: int, rnd: int):
         if task == 0 or self.synthetic is None or self.teacher is None:
@@ -158,8 +173,7 @@ class TARGET(FederatedFull):
             return {"inputs_embeds": x, "attention_mask": torch.ones(x.shape[:2], dtype=torch.long, device=x.device)}
         size = x.shape[-1]
         x = random_crop(F.pad(x, [CROP_PADDING] * 4), size, gen)
-        tf = self.ctx.train.test_transform
-        return normalise(random_horizontal_flip(x, gen), tf.mean, tf.std)
+        return normalise(random_horizontal_flip(x, gen), self.image_mean, self.image_std)
 
     def to_pool(self, x: torch.Tensor) -> torch.Tensor:
         if self.text:
