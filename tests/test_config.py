@@ -91,7 +91,7 @@ def test_every_key_has_description_and_default_and_no_extra_keys():
     schema = load_schema()
     assert schema["$schema"].endswith("2020-12/schema")
     leaves = _leaf_keys(schema)
-    assert len(leaves) == 95  # 7 top-level keys + 88 keys in 17 sections
+    assert len(leaves) == 120  # 7 top-level keys + 113 keys in 18 sections
     for key, sub in leaves:
         assert sub.get("description"), key
         assert "default" in sub, key

@@ -30,6 +30,9 @@ def tiny_image_config(**fcil):
         "optim": {"lr": 1e-2},
         "coda": {"layers": [0, 1]},  # the tiny ViT has 2 blocks
         "runtime": {"threads": 2, "progress": False},
+        # TARGET's server synthesis shrunk to a few steps (the defaults run 2,400 generator steps per task)
+        "method_params": {"target": {"target": {"syn_rounds": 2, "g_steps": 2, "warmup": 1, "student_kd_steps": 2,
+                                                "batch_size": 4}}},
     })
 
 
@@ -189,8 +192,9 @@ def _tiny_resume_config(tmp_path):
 
 
 @pytest.mark.slow
-# ewc: Fisher + anchor; lwf: teacher; coda-p: task-start components drawn from the restored pools
-@pytest.mark.parametrize("method", ["lorm", "fedavg-lora", "ewc", "lwf", "coda-p"])
+# ewc: Fisher + anchor; lwf: teacher; coda-p: task-start components drawn from the restored pools;
+# target: the synthetic pool in the checkpoint
+@pytest.mark.parametrize("method", ["lorm", "fedavg-lora", "ewc", "lwf", "coda-p", "target"])
 def test_killed_run_resumes_with_identical_metrics(tmp_path, method):
     """Kill the process (SIGKILL) once it has checkpointed task 2 of 5, start it again with the same command,
     and compare with an uninterrupted run: the metrics must be exactly equal (wall times aside)."""

@@ -268,7 +268,7 @@ def test_paper_table_ours_beside_paper_and_markers(tmp_path, paper_runs):
     assert list(rows)[:12] == ["Joint (`joint`)", "EWC (`ewc`)", "LwF (`lwf`)", "FisherAVG (`fisheravg`)",
                                "RegMean (`regmean`)", "CCVR (`ccvr`)", "L2P (`l2p`)", "CODA-P (`coda-p`)",
                                "FedProto (`fedproto`)",
-                               "TARGET", "PILoRA (`pilora`)", "LoRM (`lorm`)"]  # the paper's row order
+                               "TARGET (`target`)", "PILoRA (`pilora`)", "LoRM (`lorm`)"]  # the paper's row order
 
     header, rows = _md_rows(text, "1.0")  # a beta the paper's table does not cover
     assert header == ["Method", "EuroSAT ours", "EuroSAT paper"]

@@ -15,6 +15,7 @@ from lorm.methods.lwf import LwF
 from lorm.methods.pilora import PILoRA
 from lorm.methods.regmean import RegMean
 from lorm.methods.ta import TA
+from lorm.methods.target import TARGET
 from lorm.methods.ties import TIES
 from lorm.methods.ffa_lora import FFALoRA
 from lorm.methods.joint import Joint
@@ -29,7 +30,7 @@ from lorm.methods.names import FULL_FINETUNING, METHOD_NAMES, PROMPT_METHODS, TA
 METHODS = {cls.name: cls for cls in (LoRM, LoRMAOnly, LoRMBOnly, FedAvgLoRA, FFALoRA, Joint,
                                      FedAvg, EWC, LwF, FisherAvg, RegMean, CCVR, FedProto,
                                      TA, TIES, DARETIES, KnOTSTIES, KnOTSDARETIES, LoRMAOnlyRandomB,
-                                     PILoRA, L2P, CODAP)}
+                                     PILoRA, L2P, CODAP, TARGET)}
 assert tuple(METHODS) == METHOD_NAMES, "lorm/methods/names.py is out of date"
 # methods built without the default LoRA layers: full fine-tuning, a LoRA method placing its own (PILoRA), or
 # a prompt method (L2P, CODA-P)

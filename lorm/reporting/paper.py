@@ -53,7 +53,7 @@ UNSTATED_MARK = "†"
 #: our method name -> the paper's row (methods of ours the paper lacks are not listed)
 PAPER_NAMES = {"lorm": "LoRM", "joint": "Joint", "ewc": "EWC", "lwf": "LwF", "fisheravg": "FisherAVG",
                "regmean": "RegMean", "ccvr": "CCVR", "fedproto": "FedProto", "pilora": "PILoRA",
-               "l2p": "L2P", "coda-p": "CODA-P"}
+               "l2p": "L2P", "coda-p": "CODA-P", "target": "TARGET"}
 #: row labels of our methods that the paper lacks
 OUR_LABELS = {
     "lorm-a-only": "LoRM ablation: A only",
