@@ -490,7 +490,7 @@ def test_paper_configs_are_complete_and_share_the_protocol(path):
     assert cfg["seeds"] == [0, 1, 2]
     assert cfg["methods"] == ["lorm", "lorm-a-only", "lorm-b-only", "fedavg-lora", "ffa-lora", "joint", "ta", "ties",
                               "dare-ties", "knots-ties", "knots-dare-ties", "fedavg", "ewc", "lwf", "fisheravg",
-                              "regmean", "ccvr", "fedproto"]
+                              "regmean", "ccvr", "fedproto", "target", "pilora", "l2p", "coda-p"]
     assert cfg["baselines"] == {"lr": 0.0003, "stats_on_raw_inputs": False}  # the official defaults (spec 13)
     assert cfg["model"]["backbone"] == "vit_base_patch16_224.augreg_in21k"
     assert cfg["dataset"]["image_size"] == 224 and cfg["dataset"]["root"] == "data/"

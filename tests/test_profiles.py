@@ -109,7 +109,7 @@ def test_paper_dry_run_job_counts():
     proc = _snakemake("all", "--dry-run", "--forceall", "--quiet", "rules", "--workflow-profile", "paper")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     counts = _job_counts(proc.stdout)
-    assert counts == {"prepare_data": 18, "partition": 18 * 3, "run": 18 * 3 * 18, "figures": 18, "table": 1, "claims": 1,
+    assert counts == {"prepare_data": 18, "partition": 18 * 3, "run": 18 * 3 * 22, "figures": 18, "table": 1, "claims": 1,
                       "paper_table": 1, "all": 1}
     experiments = _paper_experiments()
     assert counts["run"] == sum(len(c["methods"]) * len(c["seeds"]) * len(c["fcil"]["betas"])
@@ -143,7 +143,7 @@ def test_slurm_paper_dry_run_requests_gpus_for_run_jobs_only():
     assert "Using profiles profiles/slurm and workflow specific profile profiles/paper" in proc.stdout + proc.stderr
     blocks = _job_blocks(proc.stdout)
     runs = [b for rule, b in blocks if rule == "run"]
-    assert len(runs) == 18 * 3 * 18
+    assert len(runs) == 18 * 3 * 22  # 22 methods, the four newest baselines included
     for block in runs:
         resources = _resources(block)
         assert resources["gpu"] == "1" and resources["cpus_per_gpu"] == "8", block

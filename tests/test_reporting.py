@@ -263,7 +263,7 @@ def test_paper_table_ours_beside_paper_and_markers(tmp_path, paper_runs):
     assert joint[0] == "92.00 ± 1.00" and joint[1] == "92.75"
     assert rows["EWC (`ewc`)"][0] == "not run" and rows["EWC (`ewc`)"][1] == "78.46"  # ours, without runs here
     assert rows["L2P (`l2p`)"][0] == "not run" and rows["L2P (`l2p`)"][1] == "83.88"  # ours, without runs here
-    assert rows["TARGET"][0] == "not run" and rows["TARGET"][1] == "74.72"  # a paper method we do not implement
+    assert rows["TARGET (`target`)"][0] == "not run" and rows["TARGET (`target`)"][1] == "74.72"
     assert rows["FFA-LoRA (`ffa-lora`)"][0] == "71.00 ± 1.00" and rows["FFA-LoRA (`ffa-lora`)"][1] == "—"
     assert list(rows)[:12] == ["Joint (`joint`)", "EWC (`ewc`)", "LwF (`lwf`)", "FisherAVG (`fisheravg`)",
                                "RegMean (`regmean`)", "CCVR (`ccvr`)", "L2P (`l2p`)", "CODA-P (`coda-p`)",
