@@ -204,6 +204,15 @@ def experiment_metrics(wildcards):
     return run_metrics(wildcards.experiment)
 
 
+def readme_figures(wildcards):
+    """The README's figures: those of the first beta of a single experiment (several experiments: an error)."""
+    if MULTI:
+        raise WorkflowError(
+            "readme_results: the README shows a single experiment (the default), not a list of experiments"
+        )
+    return [FIGURES[stem][0] for stem in README_FIGURES]
+
+
 def multi_beta_experiments():
     return [name for name in EXPERIMENTS if len(betas_of(name)) > 1]
 

@@ -178,3 +178,28 @@ rule paper_table:
     shell:
         "python -m lorm.reporting.paper --runs {input.runs} --paper {input.paper}"
         " --csv {output.csv} --md {output.md} > {log} 2>&1"
+
+
+# `snakemake readme_results --cores 1` after a run of the default: copies the table's key columns and two figures
+# with the run's provenance into docs/results/ (tracked) and into the README's results block (between its
+# markers; README.md itself is edited in place, not declared as an output). Not part of `all`.
+rule readme_results:
+    input:
+        table=TABLE_CSV,
+        runs=all_run_metrics,
+        figures=readme_figures,
+    output:
+        md=f"{README_RESULTS_DIR}/results.md",
+        figures=[f"{README_RESULTS_DIR}/{stem}.png" for stem in README_FIGURES],
+    log:
+        "logs/readme_results/readme_results.log",
+    benchmark:
+        "benchmarks/readme_results/readme_results.tsv"
+    conda:
+        "../envs/lorm.yaml"
+    params:
+        out_dir=README_RESULTS_DIR,
+        readme="README.md",
+    shell:
+        "python -m lorm.reporting.readme --table {input.table} --runs {input.runs} --figures {input.figures}"
+        " --out-dir {params.out_dir} --readme {params.readme} > {log} 2>&1"
