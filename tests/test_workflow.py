@@ -164,13 +164,14 @@ def test_experiments_run_every_experiment_with_its_own_config(tmp_path):
     b = _tiny_experiment(tmp_path, "exp-b", methods=["joint"], fcil={"rounds": 1})
     counts, stdout = _in_workdir(tmp_path, _including(tmp_path, [a, b]))
     assert counts == {"prepare_data": 2, "partition": 2 * 2 + 1, "run": 3 * 2 * 2 + 1, "figures": 2 + 1,
-                      "table": 1, "claims": 1, "paper_table": 1, "all": 1}
+                      "beta_figure": 1, "table": 1, "claims": 1, "paper_table": 1, "paper_figure": 1, "all": 1}
     assert "results/runs/exp-a/beta1.0/fedavg-lora/seed1/metrics.json" in stdout
     assert "results/runs/exp-b/beta0.5/joint/seed0/metrics.json" in stdout
     assert "results/runs/exp-b/beta0.5/lorm/" not in stdout  # exp-b runs only its own method
     assert "--config results/config/exp-b.resolved.yaml --method joint" in stdout
     for path in ("figures/exp-a/beta1.0/accuracy_matrix.png", "figures/exp-b/beta0.5/accuracy_per_task.png",
-                 "results/tables/paper.md", "results/tables/paper.csv", "results/tables/main.md"):
+                 "figures/exp-a/beta1.0/accuracy_vs_communication.pdf", "figures/exp-a/faa_vs_beta.png",
+                 "figures/paper_parity.png", "results/tables/paper.md", "results/tables/paper.csv", "results/tables/main.md"):
         assert path in stdout, path
     resolved = tmp_path / "work" / "results" / "config"
     assert sorted(p.name for p in resolved.iterdir()) == ["exp-a.resolved.yaml", "exp-b.resolved.yaml"]
