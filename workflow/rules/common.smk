@@ -237,8 +237,13 @@ def final_targets(wildcards):
     return tables + [PAPER_CSV, PAPER_MD] + figures
 
 
+def output_stem(wildcards, output):
+    """The PNG output without its extension (the CLI writes <stem>.png and <stem>.pdf)."""
+    return os.path.splitext(output.png)[0]
+
+
 def figures_dir(wildcards, output):
-    """Folder of the figures: the folder of the first output file."""
+    """Folder of the outputs: the folder of the first output file."""
     first = output[0]
     return os.path.dirname(first if isinstance(first, str) else first[0])
 

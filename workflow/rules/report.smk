@@ -70,7 +70,7 @@ if not MULTI:
         conda:
             "../envs/lorm.yaml"
         params:
-            out_dir="figures",
+            out_dir=figures_dir,
         shell:
             "MPLBACKEND=Agg python -m lorm figures --runs {input.runs} --out-dir {params.out_dir}"
             " > {log} 2>&1"
@@ -144,7 +144,7 @@ else:
         conda:
             "../envs/lorm.yaml"
         params:
-            stem=PAPER_FIGURE_PATH.replace(".{fmt}", ""),
+            stem=output_stem,
         shell:
             "MPLBACKEND=Agg python -m lorm paper-figure --csv {input.csv} --out-stem {params.stem}"
             " > {log} 2>&1"
@@ -198,7 +198,7 @@ rule readme_results:
     conda:
         "../envs/lorm.yaml"
     params:
-        out_dir=README_RESULTS_DIR,
+        out_dir=figures_dir,
         readme="README.md",
     shell:
         "python -m lorm.reporting.readme --table {input.table} --runs {input.runs} --figures {input.figures}"
