@@ -382,6 +382,7 @@ def alignment_figure(result: dict, path) -> None:
             m = pd.DataFrame(np.asarray(result[key], dtype=float), index=tasks, columns=tasks)
             sns.heatmap(m, ax=ax, vmin=0.0, vmax=1.0, cmap="viridis", square=True, cbar=False, annot=n <= 12,
                         fmt=".2f", annot_kws={"fontsize": 6})
+            ax.grid(False)  # the theme's grid would cross the cells
             ax.tick_params(axis="x", rotation=45, labelsize=7)
             ax.tick_params(axis="y", rotation=0, labelsize=7)
             off = result["mean_offdiagonal"][key]

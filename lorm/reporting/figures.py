@@ -299,6 +299,7 @@ def accuracy_matrices(runs, stem) -> list[str]:
             label = "joint (upper bound)" if method == "joint" else method
             ax.set_title(f"{label} (n={len(groups[method])})", fontsize=10,
                          fontweight="bold" if method == HIGHLIGHT else "normal")
+            ax.grid(False)  # the theme's grid would cross the cells
             ax.set_xlabel("Evaluated task")
             ax.set_ylabel("After task")
             ax.tick_params(axis="y", rotation=0)
@@ -420,8 +421,9 @@ def paper_parity(paper: pd.DataFrame | str, stem) -> list[str]:
         if len(frame):
             order = method_order(frame["our_method"])
             datasets = list(dict.fromkeys(frame["dataset"]))
-            sns.scatterplot(data=frame, x="paper", y="ours_faa_weighted_mean", hue="our_method", hue_order=order,
-                            palette=_palette(order), style="dataset", style_order=datasets, s=70, ax=ax, zorder=5)
+            sns.scatterplot(data=frame.rename(columns={"our_method": "method", "dataset": "data set"}), x="paper",
+                            y="ours_faa_weighted_mean", hue="method", hue_order=order, palette=_palette(order),
+                            style="data set", style_order=datasets, s=70, ax=ax, zorder=5)
             ax.errorbar(frame["paper"], frame["ours_faa_weighted_mean"],
                         yerr=frame["ours_faa_weighted_std"].fillna(0.0), fmt="none", ecolor="0.4", capsize=2,
                         linewidth=0.8, zorder=4)
