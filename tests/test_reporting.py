@@ -220,8 +220,9 @@ def test_method_order_and_style_are_fixed():
                                                                           "lorm-filler"]
     lorm = method_style("lorm")
     assert lorm["linewidth"] > method_style("fedavg-lora")["linewidth"] and lorm["bold"]
-    colours = {m: method_style(m)["color"] for m in ("lorm", "fedavg-lora", "ffa-lora", "joint")}
-    assert len(set(colours.values())) == 4  # distinct, and the same in every figure
+    default = ["lorm", "lorm-a-only", "lorm-b-only", "fedavg-lora", "ffa-lora", "joint", "ta", "knots-ties",
+               "knots-dare-ties"]  # config/config.yaml's methods: ten colours, all distinct
+    assert len({method_style(m)["color"] for m in default}) == len(default)
     assert method_style("lorm-filler") == method_style("lorm-filler")
 
 

@@ -81,24 +81,32 @@ def method_order(methods) -> list[str]:
     return known + sorted(m for m in methods if m not in METHOD_NAMES)
 
 
+# colour slots: the default's LoRA methods and the model-merging aggregators first, so that the nine colours of the
+# palette besides LoRM's are distinct for them; later methods reuse colours with other markers
+_COLOUR_SLOTS = ("lorm-a-only", "lorm-b-only", "fedavg-lora", "ffa-lora", "ta", "knots-ties", "knots-dare-ties",
+                 "ties", "dare-ties") + tuple(m for m in METHOD_NAMES if m not in
+                                              ("lorm", "joint", "lorm-a-only", "lorm-b-only", "fedavg-lora", "ffa-lora",
+                                               "ta", "knots-ties", "knots-dare-ties", "ties", "dare-ties"))
+
+
 def method_style(method: str) -> dict:
     """Colour, marker, line width and z-order of a method, fixed across figures and runs.
 
-    LoRM takes the palette's vermillion alone; every other method a colour from the rest of the colour-blind
-    palette chosen by its place in METHOD_NAMES (variants: a stable hash of the name), and a marker, so that two
-    methods sharing a colour still differ.
+    LoRM takes the palette's vermillion alone, joint (the upper bound) a neutral grey; every other method a colour
+    from the rest of the colour-blind palette by its slot in :data:`_COLOUR_SLOTS` (variants: a stable hash of the
+    name), and a marker, so that two methods sharing a colour still differ.
     """
     import seaborn as sns
 
     palette = sns.color_palette("colorblind", 10)
     if method == HIGHLIGHT:
         return {"color": palette[3], "marker": "o", "linewidth": 2.8, "markersize": 7, "zorder": 10, "bold": True}
-    others = [c for k, c in enumerate(palette) if k != 3]
-    index = METHOD_NAMES.index(method) if method in METHOD_NAMES else zlib.crc32(method.encode()) % 97
-    if method == "joint":  # the upper bound: neutral grey
+    if method == "joint":
         return {"color": (0.25, 0.25, 0.25), "marker": "s", "linewidth": 1.5, "markersize": 5, "zorder": 3,
                 "bold": False}
-    return {"color": others[index % len(others)], "marker": _MARKERS[index % len(_MARKERS)], "linewidth": 1.5,
+    others = [palette[k] for k in (0, 1, 2, 4, 5, 6, 8, 9, 7)]  # without LoRM's; the palette's grey last (joint's)
+    index = _COLOUR_SLOTS.index(method) if method in _COLOUR_SLOTS else zlib.crc32(method.encode()) % 97
+    return {"color": others[index % len(others)], "marker": _MARKERS[(index + 1) % len(_MARKERS)], "linewidth": 1.5,
             "markersize": 5, "zorder": 4, "bold": False}
 
 
