@@ -34,6 +34,7 @@ localrules:
     claims,
     figures,
     paper_table,
+    readme_results,
 
 
 rule all:

@@ -80,9 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", default=None, metavar="README",
                    help="also copy the tables into README's <!-- claims:begin --> ... <!-- claims:end --> block")
 
-    p = sub.add_parser("figures", help="accuracy-per-task and accuracy-matrix figures from metrics files")
+    p = sub.add_parser("figures", help="the figures of one experiment from its metrics files (PNG + PDF)")
     p.add_argument("--runs", nargs="+", required=True, help="metrics.json files")
     p.add_argument("--out-dir", required=True)
+    p.add_argument("--only", nargs="+", default=None, metavar="FIGURE",
+                   choices=["accuracy_per_task", "accuracy_matrix", "accuracy_vs_communication",
+                            "forgetting_and_accuracy", "faa_vs_beta"],
+                   help="draw only these figures (%(choices)s; default: every one that applies)")
+
+    p = sub.add_parser("paper-figure", help="ours against the paper: parity scatter from results/tables/paper.csv")
+    p.add_argument("--csv", required=True, help="the paper table CSV (lorm.reporting.paper)")
+    p.add_argument("--out-stem", required=True, help="output path without extension (.png and .pdf are written)")
     return parser
 
 
@@ -175,12 +183,20 @@ def cmd_figures(args) -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
     from lorm.reporting.figures import make_figures
 
-    for path in make_figures(args.runs, args.out_dir):
+    for path in make_figures(args.runs, args.out_dir, args.only):
+        logging.getLogger("lorm").info("wrote %s", path)
+
+
+def cmd_paper_figure(args) -> None:
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    from lorm.reporting.figures import paper_parity
+
+    for path in paper_parity(args.csv, args.out_stem):
         logging.getLogger("lorm").info("wrote %s", path)
 
 
 COMMANDS = {"prepare-data": cmd_prepare_data, "partition": cmd_partition, "run": cmd_run, "table": cmd_table, "claims": cmd_claims,
-            "figures": cmd_figures}
+            "figures": cmd_figures, "paper-figure": cmd_paper_figure}
 
 
 def _user_errors() -> tuple[type, ...]:

@@ -253,6 +253,7 @@ def test_alignment_json_is_symmetric_with_unit_diagonal(vision2, tmp_path):
     np.testing.assert_allclose(scaled["knots"], scaled["lora"], atol=1e-9)  # isometry: equals the LoRA heatmap
     alignment_figure(res, tmp_path / "cka.png")
     assert (tmp_path / "cka.png").stat().st_size > 0
+    assert (tmp_path / "cka.pdf").read_bytes()[:5] == b"%PDF-"  # the PDF beside the PNG
 
 
 # ------------------------------------------------------------------------------------------------ CLIP path
@@ -398,3 +399,4 @@ def test_report_renders_the_papers_numbers_verbatim_and_labels_them(vision2, tmp
     assert table["ta"]["paper_setting"] == "paper: CLIP ViT-B/32 LoRA r16, 8 vision tasks"
     assert float(table["finetuned"]["norm_mean"]) == pytest.approx(100.0)
     assert (tmp_path / "r.png").stat().st_size > 0
+    assert (tmp_path / "r.pdf").read_bytes()[:5] == b"%PDF-"

@@ -110,7 +110,7 @@ def test_paper_dry_run_job_counts():
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     counts = _job_counts(proc.stdout)
     assert counts == {"prepare_data": 18, "partition": 18 * 3, "run": 18 * 3 * 22, "figures": 18, "table": 1, "claims": 1,
-                      "paper_table": 1, "all": 1}
+                      "paper_table": 1, "paper_figure": 1, "all": 1}
     experiments = _paper_experiments()
     assert counts["run"] == sum(len(c["methods"]) * len(c["seeds"]) * len(c["fcil"]["betas"])
                                 for c in experiments.values())
@@ -150,7 +150,8 @@ def test_slurm_paper_dry_run_requests_gpus_for_run_jobs_only():
         assert resources["slurm_partition"] == "CHANGE_ME_GPU" and resources["slurm_account"] == "CHANGE_ME"
         assert resources["mem_mb"] == "64000" and resources["runtime"] == "360"
     others = [(rule, b) for rule, b in blocks if rule != "run"]
-    assert {rule for rule, _ in others} == {"prepare_data", "partition", "figures", "table", "claims", "paper_table", "all"}
+    assert {rule for rule, _ in others} == {"prepare_data", "partition", "figures", "table", "claims", "paper_table",
+                                            "paper_figure", "all"}
     for rule, block in others:
         assert _resources(block).get("gpu", "0") == "0", block
     prepare = [_resources(b) for rule, b in others if rule == "prepare_data"]

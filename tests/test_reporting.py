@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from lorm.reporting import MetricsError, load_runs
-from lorm.reporting.figures import figure_paths, make_figures
+from lorm.reporting.figures import figure_paths, make_figures, method_order, method_style, paper_parity
 from lorm.reporting.table import write_tables
 
 T = 4  # tasks
@@ -175,14 +175,33 @@ def _assert_png(path) -> None:
     assert len(data) > 5_000
 
 
+def _assert_pdf(path) -> None:
+    assert open(path, "rb").read()[:5] == b"%PDF-"
+
+
+def _assert_figures(paths) -> None:
+    for path in paths:
+        (_assert_png if path.endswith(".png") else _assert_pdf)(path)
+
+
+STEMS = ["accuracy_per_task", "accuracy_matrix", "accuracy_vs_communication", "forgetting_and_accuracy"]
+
+
 def test_figures_written(tmp_path, runs):
     paths, _ = runs
     out = tmp_path / "figures"
     written = make_figures(paths, str(out))
-    assert written == [str(out / "accuracy_per_task.png"), str(out / "accuracy_matrix.png")]
+    assert written == [str(out / f"{stem}.{fmt}") for stem in STEMS for fmt in ("png", "pdf")]
     assert written == figure_paths([0.5], str(out))
-    for path in written:
-        _assert_png(path)
+    _assert_figures(written)
+
+
+def test_figures_are_deterministic(tmp_path, runs):
+    paths, _ = runs
+    first = make_figures(paths, str(tmp_path / "a"), ["accuracy_vs_communication"])
+    second = make_figures(paths, str(tmp_path / "b"), ["accuracy_vs_communication"])
+    for a, b in zip(first, second):
+        assert open(a, "rb").read() == open(b, "rb").read(), a
 
 
 def test_figures_per_beta(tmp_path):
@@ -190,17 +209,45 @@ def test_figures_per_beta(tmp_path):
     paths = [_write(tmp_path / "runs", m) for m in items]
     written = make_figures(paths, str(tmp_path / "f"))
     names = [p.rsplit("/", 1)[1] for p in written]
-    assert names == ["accuracy_per_task_beta0.5.png", "accuracy_matrix_beta0.5.png",
-                     "accuracy_per_task_beta0.1.png", "accuracy_matrix_beta0.1.png"]
+    assert names == [f"{stem}_beta{beta}.{fmt}" for beta in ("0.5", "0.1") for stem in STEMS for fmt in ("png", "pdf")
+                     ] + ["faa_vs_beta.png", "faa_vs_beta.pdf"]
     assert written == figure_paths([0.5, 0.1, 0.5], str(tmp_path / "f"))
-    for path in written:
-        _assert_png(path)
+    _assert_figures(written)
 
 
+def test_method_order_and_style_are_fixed():
+    assert method_order(["joint", "lorm-filler", "fedavg-lora", "lorm"]) == ["lorm", "fedavg-lora", "joint",
+                                                                          "lorm-filler"]
+    lorm = method_style("lorm")
+    assert lorm["linewidth"] > method_style("fedavg-lora")["linewidth"] and lorm["bold"]
+    default = ["lorm", "lorm-a-only", "lorm-b-only", "fedavg-lora", "ffa-lora", "joint", "ta", "knots-ties",
+               "knots-dare-ties"]  # config/config.yaml's methods: ten colours, all distinct
+    assert len({method_style(m)["color"] for m in default}) == len(default)
+    assert method_style("lorm-filler") == method_style("lorm-filler")
+
+
+def test_paper_parity_figure(tmp_path):
+    frame = pd.DataFrame({
+        "our_method": ["lorm", "fedavg-lora", "lorm"], "dataset": ["CIFAR-100", "CIFAR-100", "ImageNet-R"],
+        "ours_faa_weighted_mean": [70.0, 60.0, 50.0], "ours_faa_weighted_std": [1.0, None, 2.0],
+        "paper_value": ["72.1", "65.0", ""],
+    })
+    csv = tmp_path / "paper.csv"
+    frame.to_csv(csv, index=False)
+    written = paper_parity(str(csv), str(tmp_path / "parity"))
+    assert [p.rsplit("/", 1)[1] for p in written] == ["parity.png", "parity.pdf"]
+    _assert_figures(written)
+    frame.drop(columns=["paper_value"]).to_csv(csv, index=False)
+    with pytest.raises(MetricsError, match="paper.csv: missing column 'paper_value'"):
+        paper_parity(str(csv), str(tmp_path / "parity"))
 def test_figure_paths_beta_labels():
-    assert figure_paths([1]) == figure_paths([1.0]) == ["figures/accuracy_per_task.png", "figures/accuracy_matrix.png"]
+    assert figure_paths([1], stems=STEMS[:2], formats=["png"]) == figure_paths([1.0], stems=STEMS[:2], formats=["png"])
+    assert figure_paths([1], stems=STEMS[:2], formats=["png"]) == ["figures/accuracy_per_task.png",
+                                                                   "figures/accuracy_matrix.png"]
     assert figure_paths([1, 0.05], "f")[0] == "f/accuracy_per_task_beta1.0.png"
-    assert figure_paths([1, 0.05], "f")[3] == "f/accuracy_matrix_beta0.05.png"
+    assert figure_paths([1, 0.05], "f", formats=["png"])[5] == "f/accuracy_matrix_beta0.05.png"
+    assert figure_paths([1, 0.05], "f")[-1] == "f/faa_vs_beta.pdf"
+    assert "faa_vs_beta" not in " ".join(figure_paths([1]))
 
 
 # ------------------------------------------------------------------------------------------------ paper table

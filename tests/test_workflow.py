@@ -164,13 +164,14 @@ def test_experiments_run_every_experiment_with_its_own_config(tmp_path):
     b = _tiny_experiment(tmp_path, "exp-b", methods=["joint"], fcil={"rounds": 1})
     counts, stdout = _in_workdir(tmp_path, _including(tmp_path, [a, b]))
     assert counts == {"prepare_data": 2, "partition": 2 * 2 + 1, "run": 3 * 2 * 2 + 1, "figures": 2 + 1,
-                      "table": 1, "claims": 1, "paper_table": 1, "all": 1}
+                      "beta_figure": 1, "table": 1, "claims": 1, "paper_table": 1, "paper_figure": 1, "all": 1}
     assert "results/runs/exp-a/beta1.0/fedavg-lora/seed1/metrics.json" in stdout
     assert "results/runs/exp-b/beta0.5/joint/seed0/metrics.json" in stdout
     assert "results/runs/exp-b/beta0.5/lorm/" not in stdout  # exp-b runs only its own method
     assert "--config results/config/exp-b.resolved.yaml --method joint" in stdout
     for path in ("figures/exp-a/beta1.0/accuracy_matrix.png", "figures/exp-b/beta0.5/accuracy_per_task.png",
-                 "results/tables/paper.md", "results/tables/paper.csv", "results/tables/main.md"):
+                 "figures/exp-a/beta1.0/accuracy_vs_communication.pdf", "figures/exp-a/faa_vs_beta.png",
+                 "figures/paper_parity.png", "results/tables/paper.md", "results/tables/paper.csv", "results/tables/main.md"):
         assert path in stdout, path
     resolved = tmp_path / "work" / "results" / "config"
     assert sorted(p.name for p in resolved.iterdir()) == ["exp-a.resolved.yaml", "exp-b.resolved.yaml"]
@@ -322,3 +323,65 @@ def test_merge_benchmark_target_plans_one_job_per_task_and_method(tmp_path):
     proc = _snakemake("merge_benchmark", "--configfile", str(bad), "--cores", "1")
     assert proc.returncode != 0
     assert "merge benchmark:" in proc.stderr and "missing.yaml: file not found (config key merge_benchmark)" in proc.stderr
+
+
+def _replicated_project(tmp_path: Path) -> list[str]:
+    """A working directory holding real tracked runs (experiment replication-beta0.5: lorm, fedavg-lora, joint,
+    seeds 0 and 1) with placeholder data and partitions marked up to date by `--touch`, so that the reporting
+    rules run for real in seconds. Returns the snakemake arguments."""
+    name, methods, seeds = "replication-beta0.5", ["lorm", "fedavg-lora", "joint"], [0, 1]
+    config = _tiny_experiment(tmp_path, name, methods=methods, seeds=seeds)
+    work = tmp_path / "work"
+    for method in methods:
+        for seed in seeds:
+            rel = Path("results/runs") / name / "beta0.5" / method / f"seed{seed}" / "metrics.json"
+            (work / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / rel, work / rel)
+    placeholders = [f"results/data/{name}/dataset.json"] + [f"results/partitions/{name}/beta0.5/seed{s}.json"
+                                                             for s in seeds]
+    for rel in placeholders:
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        (work / rel).write_text("{}")
+    args = ["--snakefile", str(REPO / "Snakefile"), "--configfile", config, "--directory", str(work)]
+    touched = _snakemake("--touch", "--cores", "1", "results/runs/" + name + "/beta0.5/lorm/seed0/metrics.json",
+                         *[f"results/runs/{name}/beta0.5/{m}/seed{s}/metrics.json" for m in methods for s in seeds],
+                         *args, cwd=tmp_path)
+    assert touched.returncode == 0, touched.stdout[-3000:] + touched.stderr[-3000:]
+    return args
+
+
+@pytest.mark.slow
+def test_reporting_rules_figures_report_and_readme_results(tmp_path):
+    """On real runs: `all` writes every figure of a single experiment (PNG + PDF), `--report` lists every figure,
+    and `readme_results` fills the README's results block from the run (table, figures, provenance)."""
+    args = _replicated_project(tmp_path)
+    work = tmp_path / "work"
+    proc = _snakemake("--cores", "2", *args, cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    counts = _job_counts(proc.stdout + proc.stderr)
+    assert counts == {"table": 1, "claims": 1, "figures": 1, "all": 1}, counts
+    stems = ["accuracy_per_task", "accuracy_matrix", "accuracy_vs_communication", "forgetting_and_accuracy"]
+    for stem in stems:
+        assert (work / "figures" / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (work / "figures" / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
+
+    report = _snakemake("--report", str(tmp_path / "report.zip"), *args, cwd=tmp_path, timeout=600)
+    assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
+    import zipfile
+
+    names = zipfile.ZipFile(tmp_path / "report.zip").namelist()
+    for stem in stems:
+        assert any(n.endswith(f"/{stem}.png") for n in names), (stem, names)
+
+    readme = work / "README.md"
+    readme.write_text("# x\n\n## Results\n\n<!-- results:begin (written by `snakemake readme_results`; do not edit by "
+                      "hand) -->\nplaceholder\n<!-- results:end -->\n\n## Next\n")
+    proc = _snakemake("readme_results", "--cores", "1", *args, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    text = readme.read_text()
+    assert "placeholder" not in text and text.endswith("<!-- results:end -->\n\n## Next\n")
+    assert "| **lorm** |" in text and "![Accuracy after each task](docs/results/accuracy_per_task.png)" in text
+    assert "commit `" in text and "2 seeds per method" in text
+    for name in ("accuracy_per_task.png", "accuracy_vs_communication.png", "results.md"):
+        assert (work / "docs" / "results" / name).is_file()
+        assert (work / "docs" / "results" / name).stat().st_size <= 300_000

@@ -65,14 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--finetuned", nargs="+", required=True, metavar="PT", help="one fine-tuned file per task")
     p.add_argument("--out-json", required=True, help="output matrices (.json)")
-    p.add_argument("--out-png", required=True, help="output figure (.png)")
+    p.add_argument("--out-png", required=True, help="output figure (.png; a .pdf is written beside it)")
 
     p = sub.add_parser("report", help="Markdown + CSV table beside the paper's numbers, per-task bar figure")
     p.add_argument("--runs", nargs="+", required=True, metavar="JSON", help="metrics files of merge")
     p.add_argument("--paper", required=True, metavar="CSV", help="paper-tables-knots.csv")
     p.add_argument("--md", required=True, help="output Markdown table")
     p.add_argument("--csv", required=True, help="output CSV table")
-    p.add_argument("--figure", required=True, help="output bar figure (.png)")
+    p.add_argument("--figure", required=True, help="output bar figure (.png; a .pdf is written beside it)")
     p.add_argument("--alignment", default=None, metavar="JSON", help="alignment JSON to summarise (optional)")
     return parser
 

@@ -309,78 +309,99 @@ def _new_figure(width: float, height: float):
 
 
 def _save(fig, path) -> None:
+    """Write the PNG at ``path`` and a PDF beside it (same stem), each through a temporary file."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp" + out.suffix)
-    fig.savefig(tmp, dpi=DPI)
-    os.replace(tmp, out)
+    for target in (out, out.with_suffix(".pdf")):
+        fmt = target.suffix.lstrip(".")
+        tmp = target.with_name(target.stem + ".tmp" + target.suffix)
+        fig.savefig(tmp, dpi=DPI, format=fmt, metadata={"CreationDate": None} if fmt == "pdf" else {"Software": None})
+        os.replace(tmp, target)
+
+
+def _bar_colour(method: str):
+    """The FCIL figures' colour of a method (lorm.reporting.figures); the references in greys."""
+    from lorm.reporting.figures import method_style
+
+    return {"finetuned": (0.25, 0.25, 0.25), "base": (0.7, 0.7, 0.7)}.get(method) or method_style(method)["color"]
 
 
 def per_task_figure(runs: list[dict], path) -> None:
-    """Grouped bars: per-task normalised test accuracy (and the mean), one colour per method."""
-    import numpy as np
+    """Grouped bars: per-task normalised test accuracy (and the mean), one colour per method (seaborn, the theme
+    of lorm.reporting.figures); writes the PNG and a PDF beside it."""
+    import pandas as pd
+    import seaborn as sns
+
+    from lorm.reporting.figures import theme
 
     tasks = list(runs[0]["tasks"]) + ["mean"]
-    fig = _new_figure(max(7.0, 1.1 * len(tasks) + 2), 4.2)
-    ax = fig.add_subplot(1, 1, 1)
-    n = len(runs)
-    width = 0.8 / n
-    x = np.arange(len(tasks))
-    for i, run in enumerate(runs):
+    rows = []
+    for run in runs:
         pt = run["per_task"]["test"]
         values = [pt["normalised"][t] for t in tasks[:-1]] + [pt["mean_normalised"]]
-        ax.bar(x - 0.4 + width * (i + 0.5), values, width, label=run["label"], color=f"C{i % 10}",
-               hatch="//" if run["kind"] == "reference" else None, edgecolor="white", linewidth=0.3)
-    ax.axhline(100.0, color="0.3", linestyle=":", linewidth=0.8)
-    ax.set_xticks(x, tasks, rotation=30 if len(tasks) > 6 else 0, ha="right" if len(tasks) > 6 else "center")
-    ax.set_ylabel("normalised accuracy (%)")
-    ax.set_title(f"{runs[0]['experiment']}: per-task normalised test accuracy "
-                 f"({runs[0]['backbone']}, 100 = fine-tuned)", fontsize=10)
-    ax.legend(fontsize=7, ncol=min(4, n), loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
-    _save(fig, path)
+        rows += [{"task": t, "label": run["label"], "value": v} for t, v in zip(tasks, values)]
+    frame = pd.DataFrame(rows)
+    labels = [run["label"] for run in runs]
+    palette = {run["label"]: _bar_colour(run["method"]) for run in runs}
+    with theme():
+        fig = _new_figure(max(7.0, 1.1 * len(tasks) + 2), 4.4)
+        ax = fig.add_subplot(1, 1, 1)
+        sns.barplot(data=frame, x="task", y="value", hue="label", order=tasks, hue_order=labels, palette=palette,
+                    ax=ax, edgecolor="white", linewidth=0.3)
+        ax.axhline(100.0, color="0.3", linestyle=":", linewidth=0.8)
+        ax.tick_params(axis="x", rotation=30 if len(tasks) > 6 else 0)
+        ax.set_xlabel("")
+        ax.set_ylabel("normalised accuracy (%)")
+        ax.set_title(f"{runs[0]['experiment']}: per-task normalised test accuracy "
+                     f"({runs[0]['backbone']}, 100 = fine-tuned)", fontsize=10)
+        ax.legend(fontsize=7, ncol=min(4, len(runs)), loc="upper center", bbox_to_anchor=(0.5, -0.18),
+                  frameon=False)
+        _save(fig, path)
 
 
 def alignment_figure(result: dict, path) -> None:
-    """The two CKA heatmaps side by side (LoRA updates, KnOTS transform), shared colour scale 0-1."""
+    """The two CKA heatmaps side by side (LoRA updates, KnOTS transform), shared colour scale 0-1 (seaborn, the
+    theme of lorm.reporting.figures); writes the PNG and a PDF beside it."""
     import numpy as np
+    import pandas as pd
+    import seaborn as sns
+
+    from lorm.reporting.figures import theme
 
     if result.get("format") != ALIGNMENT_FORMAT:
         raise BenchError("not an alignment result of lorm.mergebench")
     tasks = result["tasks"]
     n = len(tasks)
     size = max(3.2, 0.45 * n + 1.8)
-    fig = _new_figure(2 * size + 0.8, size + 1.3)
-    axes = fig.subplots(1, 2)
     titles = {"lora": "LoRA updates  dW_i x",
               "knots": "KnOTS  V_i^T x" if result["representations"]["knots"] == "knots" else "KnOTS  S V_i^T x"}
-    image = None
-    for ax, key in zip(axes, ("lora", "knots")):
-        m = np.asarray(result[key], dtype=float)
-        image = ax.imshow(m, vmin=0.0, vmax=1.0, cmap="viridis")
-        ax.set_xticks(range(n), tasks, rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(n), tasks, fontsize=7)
-        off = result["mean_offdiagonal"][key]
-        ax.set_title(f"{titles[key]}\nmean off-diagonal {off:.3f}", fontsize=9)
-        if n <= 12:
-            for i in range(n):
-                for j in range(n):
-                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                            color="black" if m[i, j] > 0.6 else "white")
-    fig.colorbar(image, ax=list(axes), shrink=0.8, label="linear CKA")
-    caption = result["caption"]
-    wrapped, line = [], ""
-    for word in caption.split():
-        if len(line) + len(word) + 1 > 150:
-            wrapped.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    wrapped.append(line)
-    fig.suptitle(f"{result['experiment']}: CKA alignment ({result['backbone']})", fontsize=10)
-    fig.text(0.5, 0.005, "\n".join(wrapped), ha="center", va="bottom", fontsize=6)
-    bottom = 0.022 * len(wrapped) + 0.01
-    fig.get_layout_engine().set(rect=(0, bottom, 1, 1 - bottom))
-    _save(fig, path)
+    with theme():
+        fig = _new_figure(2 * size + 0.8, size + 1.3)
+        axes = fig.subplots(1, 2)
+        for ax, key in zip(axes, ("lora", "knots")):
+            m = pd.DataFrame(np.asarray(result[key], dtype=float), index=tasks, columns=tasks)
+            sns.heatmap(m, ax=ax, vmin=0.0, vmax=1.0, cmap="viridis", square=True, cbar=False, annot=n <= 12,
+                        fmt=".2f", annot_kws={"fontsize": 6})
+            ax.grid(False)  # the theme's grid would cross the cells
+            ax.tick_params(axis="x", rotation=45, labelsize=7)
+            ax.tick_params(axis="y", rotation=0, labelsize=7)
+            off = result["mean_offdiagonal"][key]
+            ax.set_title(f"{titles[key]}\nmean off-diagonal {off:.3f}", fontsize=9)
+        fig.colorbar(axes[0].collections[0], ax=list(axes), shrink=0.8, label="linear CKA")
+        caption = result["caption"]
+        wrapped, line = [], ""
+        for word in caption.split():
+            if len(line) + len(word) + 1 > 150:
+                wrapped.append(line)
+                line = word
+            else:
+                line = f"{line} {word}".strip()
+        wrapped.append(line)
+        fig.suptitle(f"{result['experiment']}: CKA alignment ({result['backbone']})", fontsize=10)
+        fig.text(0.5, 0.005, "\n".join(wrapped), ha="center", va="bottom", fontsize=6)
+        bottom = 0.022 * len(wrapped) + 0.01
+        fig.get_layout_engine().set(rect=(0, bottom, 1, 1 - bottom))
+        _save(fig, path)
 
 
 def write_report(run_paths: Sequence, paper_csv, md, csv_path, figure, alignment_json=None) -> dict:

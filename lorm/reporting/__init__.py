@@ -3,7 +3,9 @@
 Reporting reads the metrics JSON only (see docs/architecture.md, "Metrics"); it never touches models or data.
 
 - :func:`lorm.reporting.table.write_tables` — CSV + Markdown table, mean ± std over seeds.
-- :func:`lorm.reporting.figures.make_figures` — accuracy-per-task curves and accuracy-matrix heatmaps.
+- :func:`lorm.reporting.figures.make_figures` — the seaborn figures of one experiment (PNG + PDF); the notebook
+  ``workflow/notebooks/figures.ipynb`` redraws every figure with :func:`lorm.reporting.figures.regenerate`.
+- :func:`lorm.reporting.readme.write_readme_results` — the README's results block (``snakemake readme_results``).
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ from lorm.config import (
 from lorm.mergebench.config import load_merge_config
 from lorm.mergebench.tasks import task_names
 from lorm.methods.names import FULL_FINETUNING, PROMPT_METHODS, TASK_MERGE
-from lorm.reporting.figures import figure_paths
+from lorm.reporting.figures import FIGURE_STEMS, figure_paths
+from lorm.reporting.figures import FORMATS as FIGURE_FORMATS
 
 
 # ---- configuration ------------------------------------------------------------------------------------------
@@ -122,18 +123,36 @@ PAPER_MD = "results/tables/paper.md"
 PAPER_REFERENCE = os.path.join(
     workflow.basedir, "workflow/resources/paper-table-lorm.csv"
 )
-# one experiment: the files `lorm figures --out-dir figures` writes (names depend on the number of betas)
+# one experiment: the files `lorm figures --out-dir figures` writes (names depend on the number of betas); the
+# PNGs go into the report, the PDFs beside them are for papers
+FIGURE_CAPTIONS = {
+    "accuracy_per_task": "Accuracy per task",
+    "accuracy_matrix": "Accuracy matrix",
+    "accuracy_vs_communication": "Accuracy against communication",
+    "forgetting_and_accuracy": "Accuracy and forgetting",
+    "faa_vs_beta": "Accuracy against beta",
+}
 if not MULTI:
     (_single,) = EXPERIMENTS.values()
-    FIGURES_PER_TASK = figure_paths(
-        _single["fcil"]["betas"], "figures", ["accuracy_per_task"]
-    )
-    FIGURES_MATRIX = figure_paths(
-        _single["fcil"]["betas"], "figures", ["accuracy_matrix"]
-    )
-# several experiments: one folder per experiment and beta (one beta per call, hence fixed file names)
-EXPERIMENT_FIGURES_PER_TASK = "figures/{experiment}/beta{beta}/accuracy_per_task.png"
-EXPERIMENT_FIGURES_MATRIX = "figures/{experiment}/beta{beta}/accuracy_matrix.png"
+    FIGURES = {
+        stem: figure_paths(_single["fcil"]["betas"], "figures", [stem], ["png"])
+        for stem in FIGURE_CAPTIONS
+        if figure_paths(_single["fcil"]["betas"], "figures", [stem], ["png"])
+    }
+    FIGURES_PDF = figure_paths(_single["fcil"]["betas"], "figures", formats=["pdf"])
+# several experiments: one folder per experiment and beta (one beta per call, hence fixed file names), an FAA
+# against beta figure per experiment with several betas, and the paper parity figure
+EXPERIMENT_FIGURE = "figures/{experiment}/beta{beta}/{stem}.{fmt}"
+BETA_FIGURE_PATH = "figures/{experiment}/faa_vs_beta.{fmt}"
+PAPER_FIGURE_PATH = "figures/paper_parity.{fmt}"
+# `snakemake readme_results`: the README's table and two figures, copied from a finished run with its provenance
+README_RESULTS_DIR = "docs/results"
+README_FIGURES = ("accuracy_per_task", "accuracy_vs_communication")
+
+
+def figure_outputs(stem, fmt="png"):
+    """Output paths of one figure stem of the per-experiment-and-beta rule (several experiments)."""
+    return EXPERIMENT_FIGURE.format(experiment="{experiment}", beta="{beta}", stem=stem, fmt=fmt)
 
 
 def run_metrics(experiment, betas=None):
@@ -158,22 +177,75 @@ def experiment_beta_metrics(wildcards):
     return run_metrics(wildcards.experiment, [wildcards.beta])
 
 
+def _figure_report(paths, stem, labels=None):
+    """report() entry of one figure stem: its caption file and subcategory."""
+    return report(
+        paths,
+        caption=f"../report/{stem}.rst",
+        category="Results",
+        subcategory=FIGURE_CAPTIONS[stem],
+        labels=labels,
+    )
+
+
+def single_experiment_figures():
+    """Named PNG outputs of the one-experiment figures rule, {stem: report(paths)}."""
+    return {stem: _figure_report(paths, stem) for stem, paths in FIGURES.items()}
+
+
+def experiment_beta_figures():
+    """Named PNG outputs of the per-experiment-and-beta figures rule (several experiments)."""
+    labels = {"experiment": "{experiment}", "beta": "{beta}"}
+    return {stem: _figure_report(figure_outputs(stem), stem, labels) for stem in FIGURE_STEMS}
+
+
+def experiment_metrics(wildcards):
+    """Metrics files of one experiment, every beta (input of its FAA-against-beta figure)."""
+    return run_metrics(wildcards.experiment)
+
+
+def readme_figures(wildcards):
+    """The README's figures: those of the first beta of a single experiment (several experiments: an error)."""
+    if MULTI:
+        raise WorkflowError(
+            "readme_results: the README shows a single experiment (the default), not a list of experiments"
+        )
+    return [FIGURES[stem][0] for stem in README_FIGURES]
+
+
+def multi_beta_experiments():
+    return [name for name in EXPERIMENTS if len(betas_of(name)) > 1]
+
+
 def final_targets(wildcards):
+    tables = [TABLE_CSV, TABLE_MD, CLAIMS_MD, CLAIMS_CSV]
     if not MULTI:
-        return [TABLE_CSV, TABLE_MD, CLAIMS_MD, CLAIMS_CSV] + FIGURES_PER_TASK + FIGURES_MATRIX
+        return tables + [p for paths in FIGURES.values() for p in paths] + FIGURES_PDF
     figures = [
-        pattern.format(experiment=name, beta=beta)
+        EXPERIMENT_FIGURE.format(experiment=name, beta=beta, stem=stem, fmt=fmt)
         for name in EXPERIMENTS
         for beta in betas_of(name)
-        for pattern in (EXPERIMENT_FIGURES_PER_TASK, EXPERIMENT_FIGURES_MATRIX)
+        for stem in FIGURE_STEMS
+        for fmt in FIGURE_FORMATS
     ]
-    return [TABLE_CSV, TABLE_MD, CLAIMS_MD, CLAIMS_CSV, PAPER_CSV, PAPER_MD] + figures
+    figures += [
+        BETA_FIGURE_PATH.format(experiment=name, fmt=fmt)
+        for name in multi_beta_experiments()
+        for fmt in FIGURE_FORMATS
+    ]
+    figures += [PAPER_FIGURE_PATH.format(fmt=fmt) for fmt in FIGURE_FORMATS]
+    return tables + [PAPER_CSV, PAPER_MD] + figures
+
+
+def output_stem(wildcards, output):
+    """The PNG output without its extension (the CLI writes <stem>.png and <stem>.pdf)."""
+    return os.path.splitext(output.png)[0]
 
 
 def figures_dir(wildcards, output):
-    """Folder of the figures: output.per_task is a list of files (one experiment) or one file (several)."""
-    per_task = output.per_task
-    return os.path.dirname(per_task if isinstance(per_task, str) else per_task[0])
+    """Folder of the outputs: the folder of the first output file."""
+    first = output[0]
+    return os.path.dirname(first if isinstance(first, str) else first[0])
 
 
 # ---- params: what each job depends on (a change reruns exactly the affected jobs) ---------------------------

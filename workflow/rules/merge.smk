@@ -61,6 +61,7 @@ if MERGE is not None:
                 caption="../report/merge_alignment.rst",
                 category="Merge benchmark",
             ),
+            pdf=f"{MERGE_FIGURES}/alignment.pdf",
         log:
             f"logs/merge/{MERGE_NAME}/alignment.log",
         benchmark:
@@ -89,6 +90,7 @@ if MERGE is not None:
                 caption="../report/merge_table.rst",
                 category="Merge benchmark",
             ),
+            figure_pdf=f"{MERGE_FIGURES}/normalised_accuracy.pdf",
         log:
             f"logs/merge/{MERGE_NAME}/report.log",
         benchmark:

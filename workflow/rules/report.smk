@@ -56,24 +56,13 @@ rule claims:
 
 if not MULTI:
 
-    # one experiment: figures/accuracy_per_task.png, figures/accuracy_matrix.png (suffix _beta<β> with
-    # several betas)
+    # one experiment: figures/<stem>.{png,pdf} (suffix _beta<β> with several betas, and then faa_vs_beta too)
     rule figures:
         input:
             runs=all_run_metrics,
         output:
-            per_task=report(
-                FIGURES_PER_TASK,
-                caption="../report/accuracy_per_task.rst",
-                category="Results",
-                subcategory="Accuracy per task",
-            ),
-            matrix=report(
-                FIGURES_MATRIX,
-                caption="../report/accuracy_matrix.rst",
-                category="Results",
-                subcategory="Accuracy matrix",
-            ),
+            **single_experiment_figures(),
+            pdf=FIGURES_PDF,
         log:
             "logs/figures/figures.log",
         benchmark:
@@ -88,25 +77,13 @@ if not MULTI:
 
 else:
 
-    # several experiments: figures/<experiment>/beta<β>/accuracy_{per_task,matrix}.png
+    # several experiments: figures/<experiment>/beta<β>/<stem>.{png,pdf}
     rule figures:
         input:
             runs=experiment_beta_metrics,
         output:
-            per_task=report(
-                EXPERIMENT_FIGURES_PER_TASK,
-                caption="../report/accuracy_per_task.rst",
-                category="Results",
-                subcategory="Accuracy per task",
-                labels={"experiment": "{experiment}", "beta": "{beta}"},
-            ),
-            matrix=report(
-                EXPERIMENT_FIGURES_MATRIX,
-                caption="../report/accuracy_matrix.rst",
-                category="Results",
-                subcategory="Accuracy matrix",
-                labels={"experiment": "{experiment}", "beta": "{beta}"},
-            ),
+            **experiment_beta_figures(),
+            pdf=[figure_outputs(stem, "pdf") for stem in FIGURE_STEMS],
         log:
             "logs/figures/{experiment}/beta{beta}.log",
         benchmark:
@@ -117,6 +94,59 @@ else:
             out_dir=figures_dir,
         shell:
             "MPLBACKEND=Agg python -m lorm figures --runs {input.runs} --out-dir {params.out_dir}"
+            " > {log} 2>&1"
+
+    localrules:
+        beta_figure,
+        paper_figure,
+
+    # an experiment with several betas: FAA against beta, figures/<experiment>/faa_vs_beta.{png,pdf}
+    rule beta_figure:
+        input:
+            runs=experiment_metrics,
+        output:
+            png=report(
+                BETA_FIGURE_PATH.replace("{fmt}", "png"),
+                caption="../report/faa_vs_beta.rst",
+                category="Results",
+                subcategory=FIGURE_CAPTIONS["faa_vs_beta"],
+                labels={"experiment": "{experiment}"},
+            ),
+            pdf=BETA_FIGURE_PATH.replace("{fmt}", "pdf"),
+        log:
+            "logs/figures/{experiment}/faa_vs_beta.log",
+        benchmark:
+            "benchmarks/figures/{experiment}/faa_vs_beta.tsv"
+        conda:
+            "../envs/lorm.yaml"
+        params:
+            out_dir=figures_dir,
+        shell:
+            "MPLBACKEND=Agg python -m lorm figures --runs {input.runs} --out-dir {params.out_dir}"
+            " --only faa_vs_beta > {log} 2>&1"
+
+    # ours against the paper (one point per method x data set)
+    rule paper_figure:
+        input:
+            csv=PAPER_CSV,
+        output:
+            png=report(
+                PAPER_FIGURE_PATH.replace("{fmt}", "png"),
+                caption="../report/paper_parity.rst",
+                category="Results",
+                subcategory="Paper comparison",
+            ),
+            pdf=PAPER_FIGURE_PATH.replace("{fmt}", "pdf"),
+        log:
+            "logs/figures/paper_parity.log",
+        benchmark:
+            "benchmarks/figures/paper_parity.tsv"
+        conda:
+            "../envs/lorm.yaml"
+        params:
+            stem=output_stem,
+        shell:
+            "MPLBACKEND=Agg python -m lorm paper-figure --csv {input.csv} --out-stem {params.stem}"
             " > {log} 2>&1"
 
 
@@ -148,3 +178,28 @@ rule paper_table:
     shell:
         "python -m lorm.reporting.paper --runs {input.runs} --paper {input.paper}"
         " --csv {output.csv} --md {output.md} > {log} 2>&1"
+
+
+# `snakemake readme_results --cores 1` after a run of the default: copies the table's key columns and two figures
+# with the run's provenance into docs/results/ (tracked) and into the README's results block (between its
+# markers; README.md itself is edited in place, not declared as an output). Not part of `all`.
+rule readme_results:
+    input:
+        table=TABLE_CSV,
+        runs=all_run_metrics,
+        figures=readme_figures,
+    output:
+        md=f"{README_RESULTS_DIR}/results.md",
+        figures=[f"{README_RESULTS_DIR}/{stem}.png" for stem in README_FIGURES],
+    log:
+        "logs/readme_results/readme_results.log",
+    benchmark:
+        "benchmarks/readme_results/readme_results.tsv"
+    conda:
+        "../envs/lorm.yaml"
+    params:
+        out_dir=figures_dir,
+        readme="README.md",
+    shell:
+        "python -m lorm.reporting.readme --table {input.table} --runs {input.runs} --figures {input.figures}"
+        " --out-dir {params.out_dir} --readme {params.readme} > {log} 2>&1"
