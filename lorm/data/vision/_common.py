@@ -10,6 +10,7 @@ and argument checks, class-count and split-size checks, the validation split, th
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import pathlib
@@ -118,7 +119,7 @@ class Request:
 
     def tv(self, cls, *args, **kwargs):
         """A torchvision dataset, never downloading unless ``download=True``; its errors become a DataError."""
-        if self.opt("download"):
+        if self.opt("download") and "download" in inspect.signature(cls).parameters:
             kwargs["download"] = True
         try:
             return cls(*args, **kwargs)
@@ -184,10 +185,9 @@ def _load_permutation(name: str, source, n: int) -> np.ndarray:
                 import torch
 
                 source = np.asarray(torch.load(str(path), map_location="cpu", weights_only=True))
-            elif path.suffix == ".npy":
-                source = np.load(path, allow_pickle=False)
             else:
-                source = np.array(path.read_text(encoding="utf-8").replace(",", " ").split(), dtype=np.int64)
+                source = np.load(path, allow_pickle=False) if path.suffix == ".npy" else \
+                    np.array(path.read_text(encoding="utf-8").replace(",", " ").split(), dtype=np.int64)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is a one-line data error
             raise DataError(one_line(f"dataset {name}: cannot read {path}: {exc}")) from None
     perm = np.asarray(source)
@@ -287,25 +287,17 @@ def decode(name: str, sources, size: int, mode: str, *, progress=None, num_worke
             raise DataError(one_line(f"dataset {name}: cannot decode image {src}: {exc}")) from None
 
     workers = num_workers if num_workers is not None else min(8, os.cpu_count() or 1)
+    show = progress if progress is not None else n >= PROGRESS_MIN_IMAGES
     from tqdm.auto import tqdm
 
-    show = progress if progress is not None else n >= PROGRESS_MIN_IMAGES
-    with tqdm(total=n, desc=desc or f"decoding {name}", unit="img", disable=not show, leave=False) as bar:
-        if workers <= 1 or n < 2:
-            for i in range(n):
-                work(i)
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 and n > 1 else None
+    try:
+        with tqdm(total=n, desc=desc or f"decoding {name}", unit="img", disable=not show, leave=False) as bar:
+            for _ in (pool.map(work, range(n)) if pool else map(work, range(n))):
                 bar.update()
-        else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(work, i) for i in range(n)]
-                try:
-                    for fut in futures:
-                        fut.result()
-                        bar.update()
-                except BaseException:
-                    for fut in futures:
-                        fut.cancel()
-                    raise
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
     return out
 
 

@@ -187,7 +187,47 @@ def _descriptions(base: pathlib.Path, classes) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------- ImageNet-R / -A
-_SEEDED_80_20 = (0.8, 0.2)
+_SPLIT_FILES = {"mammoth": ("imagenet-r_train.yaml", "imagenet-r_test.yaml"), "files": ("train.txt", "test.txt")}
+
+
+def _imagenet(req, modes) -> Parts:
+    """Class folders (ImageFolder, labels = sorted wnids); split: ImageNet-A's {train,test}/ folders, Mammoth's
+    ImageNet-R yaml (which defines the labels), {train,test}.txt, or a seeded per-class 80/20 split."""
+    mode = _check_mode(req, modes)
+    base = _under(req, req.name)
+    info = {"source": str(base), "layout": f"{req.name}/<wnid>/*", "label_order": "sorted wnids"}
+    has_folders = "folders" in modes and (base / "train").is_dir() and (base / "test").is_dir()
+    if mode == "folders" and not has_folders:
+        raise req.error(f"{base / 'train'} and {base / 'test'} not found (split='folders')")
+    if has_folders and mode in ("auto", "folders"):
+        classes, *train = req.image_folder(base / "train")
+        test_classes, *test = req.image_folder(base / "test", classes)
+        if test_classes != classes:
+            raise req.error(f"{base / 'train'} and {base / 'test'} hold different class folders (e.g. "
+                            f"{sorted(set(classes) ^ set(test_classes))[:3]}), so ImageFolder labels would disagree")
+        info.update(layout=f"{req.name}/{{train,test}}/<wnid>/*", split="mammoth-imagefolder")
+        return Parts(classes, {"train": tuple(train), "test": tuple(test)}, info,
+                     (len(classes), base / "train", "class folders"))
+    classes, paths, labels = req.image_folder(base)
+    count = (len(classes), base, "class folders")
+    for kind in (k for k in ("mammoth", "files") if k in modes and mode in ("auto", k)):
+        pair = _pair(req, base, *_SPLIT_FILES[kind])
+        if pair is None and mode == kind:
+            raise req.error(f"{base / _SPLIT_FILES[kind][0]} not found (split={mode!r})")
+        if pair is not None:
+            if kind == "mammoth":
+                classes, splits = _yaml_lists(req, base, pair)
+                info.update(split="mammoth-yaml", label_order="Mammoth yaml targets (not sorted wnids)")
+            else:
+                splits = _txt_lists(req, base, pair, classes)
+                info["split"] = "split-files"
+            info["split_files"] = [str(p) for p in pair]
+            break
+    else:
+        splits = _seeded(req, classes, paths, labels, (0.8, 0.2))
+        info["split"] = f"seeded per-class 80/20 (seed={req.seed})"
+    info["class_descriptions"] = _descriptions(base, classes)
+    return Parts(classes, splits, info, count)
 
 
 @register("imagenet-r", classes=200, options=("split",),
@@ -195,29 +235,7 @@ _SEEDED_80_20 = (0.8, 0.2)
                  "ImageFolder; optional split files imagenet-r_{train,test}.yaml of Mammoth or {train,test}.txt)",
           url="https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar")
 def _imagenet_r(req) -> Parts:
-    mode = _check_mode(req, ("auto", "mammoth", "files", "seeded"))
-    base = _under(req, "imagenet-r")
-    classes, paths, labels = req.image_folder(base)
-    count = (len(classes), base, "class folders")
-    yaml_pair = _pair(req, base, "imagenet-r_train.yaml", "imagenet-r_test.yaml") if mode in ("auto", "mammoth") \
-        else None
-    txt_pair = _pair(req, base, "train.txt", "test.txt") if mode in ("auto", "files") else None
-    if (mode == "mammoth" and yaml_pair is None) or (mode == "files" and txt_pair is None):
-        raise req.error(f"{base / ('imagenet-r_train.yaml' if mode == 'mammoth' else 'train.txt')} not found "
-                        f"(split={mode!r})")
-    info = {"source": str(base), "layout": "imagenet-r/<wnid>/*", "label_order": "sorted wnids"}
-    if yaml_pair is not None:
-        classes, splits = _yaml_lists(req, base, yaml_pair)  # the yaml defines the labels
-        info.update(split="mammoth-yaml", split_files=[str(p) for p in yaml_pair],
-                    label_order="Mammoth yaml targets (not sorted wnids)")
-    elif txt_pair is not None:
-        splits = _txt_lists(req, base, txt_pair, classes)
-        info.update(split="split-files", split_files=[str(p) for p in txt_pair])
-    else:
-        splits = _seeded(req, classes, paths, labels, _SEEDED_80_20)
-        info["split"] = f"seeded per-class 80/20 (seed={req.seed})"
-    info["class_descriptions"] = _descriptions(base, classes)
-    return Parts(classes, splits, info, count)
+    return _imagenet(req, ("auto", "mammoth", "files", "seeded"))
 
 
 @register("imagenet-a", classes=200, options=("split",),
@@ -226,35 +244,7 @@ def _imagenet_r(req) -> Parts:
                  "{train,test}.txt)",
           url="https://people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar")
 def _imagenet_a(req) -> Parts:
-    mode = _check_mode(req, ("auto", "folders", "files", "seeded"))
-    base = _under(req, "imagenet-a")
-    has_folders = (base / "train").is_dir() and (base / "test").is_dir()
-    if mode == "folders" and not has_folders:
-        raise req.error(f"{base / 'train'} and {base / 'test'} not found (split='folders')")
-    info = {"source": str(base), "layout": "imagenet-a/<wnid>/*", "label_order": "sorted wnids"}
-    if has_folders and mode in ("auto", "folders"):
-        classes, *train = req.image_folder(base / "train")
-        test_classes, *test = req.image_folder(base / "test", classes)
-        if test_classes != classes:
-            raise req.error(f"{base / 'train'} and {base / 'test'} hold different class folders (e.g. "
-                            f"{sorted(set(classes) ^ set(test_classes))[:3]}), so ImageFolder labels would disagree")
-        splits = {"train": tuple(train), "test": tuple(test)}
-        count = (len(classes), base / "train", "class folders")
-        info.update(layout="imagenet-a/{train,test}/<wnid>/*", split="mammoth-imagefolder")
-    else:
-        classes, paths, labels = req.image_folder(base)
-        count = (len(classes), base, "class folders")
-        txt_pair = _pair(req, base, "train.txt", "test.txt") if mode in ("auto", "files") else None
-        if mode == "files" and txt_pair is None:
-            raise req.error(f"{base / 'train.txt'} not found (split='files')")
-        if txt_pair is not None:
-            splits = _txt_lists(req, base, txt_pair, classes)
-            info.update(split="split-files", split_files=[str(p) for p in txt_pair])
-        else:
-            splits = _seeded(req, classes, paths, labels, _SEEDED_80_20)
-            info["split"] = f"seeded per-class 80/20 (seed={req.seed})"
-    info["class_descriptions"] = _descriptions(base, classes)
-    return Parts(classes, splits, info, count)
+    return _imagenet(req, ("auto", "folders", "files", "seeded"))
 
 
 # --------------------------------------------------------------------------------------------- EuroSAT
