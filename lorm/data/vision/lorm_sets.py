@@ -57,7 +57,7 @@ def _under(req, folder: str, marker: str = "", alternatives=()) -> pathlib.Path:
 def _cifar100(req) -> Parts:
     from torchvision.datasets import CIFAR100
 
-    checked = {}
+    checked = set()
 
     class SafeCIFAR100(CIFAR100):
         """Miniature copies welcome (no md5 of the official files), code in a pickle never run."""
@@ -66,8 +66,9 @@ def _cifar100(req) -> Parts:
             files = [pathlib.Path(self.root, self.base_folder, f) for f, _ in self.train_list + self.test_list]
             if not all(p.is_file() for p in files):
                 return False
-            for p in files:
-                checked.setdefault(p, True) and _safe_pickle(p)
+            for p in set(files) - checked:
+                _safe_pickle(p)
+                checked.add(p)
             return True
 
         def _load_meta(self):
@@ -85,16 +86,6 @@ def _cifar100(req) -> Parts:
 
 
 # --------------------------------------------------------------------------------------------- split files
-def _relative(req, raw: str, folder: str) -> str:
-    """Path below the dataset folder: drop any prefix up to and including ``<folder>/``."""
-    parts = pathlib.PurePosixPath(raw.strip().replace("\\", "/")).parts
-    if folder in parts:
-        parts = parts[len(parts) - parts[::-1].index(folder):]
-    if len(parts) < 2:
-        raise req.error(f"split entry {raw!r} is not <class folder>/<file>")
-    return "/".join(parts)
-
-
 def _pair(req, base, train_name, test_name):
     """(train, test) split files when both exist, None when neither; DataError when only one does."""
     tr, te = base / train_name, base / test_name
@@ -103,58 +94,58 @@ def _pair(req, base, train_name, test_name):
     return (tr, te) if tr.is_file() else None
 
 
-def _listed(req, base, rels: dict, labels: dict, listing, classes=None) -> dict:
-    """{split: (paths, labels)} of split-file entries; every file must exist, none in both splits."""
-    for rel in (r for items in rels.values() for r in items):
-        if not (base / rel).is_file():
-            raise req.error(f"image {base / rel} listed in {listing} not found")
+def _from_lists(req, base, rows: dict, listing, classes=None):
+    """(classes, {split: (paths, labels)}) of split-file rows ``{split: [(path, label)]}``; paths may carry any
+    prefix up to ``<base name>/``. With ``classes`` (the class folders) the label is the folder's index, else the
+    rows' labels must be 0..C-1, one class folder each. Every file must exist, none be in both splits."""
+    rels = {}
+    for split, items in rows.items():
+        rels[split] = []
+        for raw, _ in items:
+            parts = pathlib.PurePosixPath(str(raw).strip().replace("\\", "/")).parts
+            parts = parts[len(parts) - parts[::-1].index(base.name):] if base.name in parts else parts
+            if len(parts) < 2:
+                raise req.error(f"split entry {raw!r} in {listing} is not <class folder>/<file>")
+            rels[split].append("/".join(parts))
+    pairs = [(rel.split("/")[0], t) for s in rows for rel, (_, t) in zip(rels[s], rows[s])]
+    if classes is not None:
+        unknown = sorted({c for c, _ in pairs} - set(classes))
+        if unknown:
+            raise req.error(f"{listing} names class folder(s) {unknown[:3]} missing from {base}")
+        labels = {s: [classes.index(r.split("/")[0]) for r in rels[s]] for s in rels}
+    else:
+        owner = {}
+        for c, t in pairs:
+            if owner.setdefault(t, c) != c:
+                raise req.error(f"{listing}: label {t} is given to both {owner[t]} and {c}")
+        if sorted(owner) != list(range(len(owner))):
+            raise req.error(f"{listing}: labels must be 0..C-1, one per class folder")
+        classes, labels = [owner[t] for t in range(len(owner))], {s: [t for _, t in rows[s]] for s in rows}
+    missing = next((base / r for items in rels.values() for r in items if not (base / r).is_file()), None)
+    if missing is not None:
+        raise req.error(f"image {missing} listed in {listing} not found")
     both = set(rels["train"]) & set(rels["test"])
     if both:
-        raise req.error(f"{len(both)} image(s) listed in both train and test split files near {listing}, e.g. "
-                        f"{sorted(both)[0]}")
-    return {s: ([str(base / r) for r in rels[s]], labels[s]) for s in rels}
+        raise req.error(f"{len(both)} image(s) listed in both train and test of {listing}, e.g. {sorted(both)[0]}")
+    return classes, {s: ([str(base / r) for r in rels[s]], labels[s]) for s in rels}
 
 
-def _txt_lists(req, base, pair, classes):
-    rels = {}
-    for split, path in zip(("train", "test"), pair):
-        lines = [line.rsplit(None, 1)[0] if re.fullmatch(r".+\s-?\d+", line) else line
-                 for line in read_lines(req.name, path)]  # "path label" lines: the label is ignored
-        rels[split] = [_relative(req, line, base.name) for line in lines]
-    unknown = sorted({r.split("/")[0] for items in rels.values() for r in items} - set(classes))
-    if unknown:
-        raise req.error(f"{pair[0].parent} split files name class folder(s) {unknown[:3]} missing from {base}")
-    labels = {s: [classes.index(r.split("/")[0]) for r in items] for s, items in rels.items()}
-    return _listed(req, base, rels, labels, pair[0])
+def _txt_rows(req, path) -> list:
+    """Lines "<path>" or "<path> <label>" (the label is ignored: the class folder gives it)."""
+    return [(line.rsplit(None, 1)[0] if re.fullmatch(r".+\s-?\d+", line) else line, None)
+            for line in read_lines(req.name, path)]
 
 
-def _by_label(req, folder, docs):
-    """Class names from (relative path, label) pairs: label t must name one class folder, labels 0..C-1."""
-    owner = {}
-    for rel, t in docs:
-        if owner.setdefault(t, rel.split("/")[0]) != rel.split("/")[0]:
-            raise req.error(f"{folder}: label {t} is given to both {owner[t]} and {rel.split('/')[0]}")
-    if sorted(owner) != list(range(len(owner))):
-        raise req.error(f"{folder}: labels must be 0..C-1, one per class folder")
-    return [owner[t] for t in range(len(owner))]
-
-
-def _yaml_lists(req, base, pair):
+def _yaml_rows(req, path) -> list:
+    """Mammoth's ``{"data": [paths], "targets": [labels]}``."""
     import yaml
 
-    rels, labels = {}, {}
-    for split, path in zip(("train", "test"), pair):
-        try:
-            doc = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        except (OSError, yaml.YAMLError) as exc:
-            raise DataError(one_line(f"dataset {req.name}: cannot read {path}: {exc}")) from None
-        if not (isinstance(doc, dict) and isinstance(doc.get("data"), list) and isinstance(doc.get("targets"), list)
-                and len(doc["data"]) == len(doc["targets"])):
-            raise req.error(f"{path} must hold equally long lists 'data' (paths) and 'targets' (labels)")
-        rels[split] = [_relative(req, str(p), base.name) for p in doc["data"]]
-        labels[split] = [int(t) for t in doc["targets"]]
-    classes = _by_label(req, pair[0].parent, [x for s in rels for x in zip(rels[s], labels[s])])
-    return classes, _listed(req, base, rels, labels, pair[0])
+    try:
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        return list(zip(doc["data"], (int(t) for t in doc["targets"]), strict=True))
+    except (OSError, yaml.YAMLError, TypeError, KeyError, ValueError) as exc:
+        raise req.error(f"{path} must hold equally long lists 'data' (paths) and 'targets' (labels) "
+                        f"({one_line(exc)})") from None
 
 
 def _seeded(req, classes, paths, labels, fractions) -> dict:
@@ -215,12 +206,11 @@ def _imagenet(req, modes) -> Parts:
         if pair is None and mode == kind:
             raise req.error(f"{base / _SPLIT_FILES[kind][0]} not found (split={mode!r})")
         if pair is not None:
-            if kind == "mammoth":
-                classes, splits = _yaml_lists(req, base, pair)
-                info.update(split="mammoth-yaml", label_order="Mammoth yaml targets (not sorted wnids)")
-            else:
-                splits = _txt_lists(req, base, pair, classes)
-                info["split"] = "split-files"
+            reader, known = (_yaml_rows, None) if kind == "mammoth" else (_txt_rows, classes)
+            rows = {split: reader(req, path) for split, path in zip(("train", "test"), pair)}
+            classes, splits = _from_lists(req, base, rows, pair[0], known)
+            info.update(split="mammoth-yaml" if kind == "mammoth" else "split-files",
+                        label_order="Mammoth yaml targets (not sorted wnids)" if kind == "mammoth" else "sorted wnids")
             info["split_files"] = [str(p) for p in pair]
             break
     else:
@@ -273,16 +263,12 @@ def _eurosat(req) -> Parts:
         return Parts(folders, splits, info, (len(folders), base, "class folders"))
     try:
         doc = json.loads(json_path.read_text(encoding="utf-8"))
-        rows = {s: [(_relative(req, str(e[0]), base.name), int(e[1]), str(e[2])) for e in doc[s]]
-                for s in ("train", "test")}
+        rows = {s: [(str(e[0]), int(e[1]), str(e[2])) for e in doc[s]] for s in ("train", "test")}
     except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
         raise req.error(f"{json_path} must hold lists 'train' and 'test' of [relpath, label, classname] "
                         f"({one_line(exc)})") from None
-    all_rows = rows["train"] + rows["test"]
-    class_folders = _by_label(req, json_path, [(r, t) for r, t, _ in all_rows])
-    names = {t: n for _, t, n in all_rows}
-    splits = _listed(req, base, {s: [r for r, _, _ in v] for s, v in rows.items()},
-                     {s: [t for _, t, _ in v] for s, v in rows.items()}, json_path)
+    class_folders, splits = _from_lists(req, base, {s: [r[:2] for r in v] for s, v in rows.items()}, json_path)
+    names = {t: n for v in rows.values() for _, t, n in v}
     classes = [names[t] for t in range(len(names))]
     info.update(split="coop-json (train/test; val dropped)", split_files=[str(json_path)], label_order="json labels",
                 val_dropped=len(doc.get("val") or []), class_folders=class_folders)
