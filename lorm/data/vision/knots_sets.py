@@ -152,10 +152,6 @@ def knots(name: str, **kwargs):
     return wrap
 
 
-def _named(req, *cands: pathlib.Path | None) -> list[pathlib.Path]:
-    return [c for c in cands if c is not None]
-
-
 # --------------------------------------------------------------------------------------------- MNIST, SVHN
 _MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                 "t10k-labels-idx1-ubyte")
@@ -274,7 +270,7 @@ def _dtd(req) -> Parts:
     folders = first(cands, lambda c: (c / "train").is_dir()) if layout != "official" else None
     if folders is not None:
         return _folders(req, folders)
-    tv_root = first(_named(req, req.root, req.root.parent if req.root.name == "dtd" else None),
+    tv_root = first([req.root] + ([req.root.parent] if req.root.name == "dtd" else []),
                     lambda c: (c / "dtd" / "dtd" / "images").is_dir()) if layout != "folders" else None
     if tv_root is None:
         expected = req.root / "dtd" / ("train" if layout == "folders" else "dtd/images")
@@ -342,7 +338,7 @@ def _sun397(req) -> Parts:
     from torchvision.datasets import SUN397
 
     layout, k = _layout_args(req)
-    tv_root = first(_named(req, req.root, req.root.parent if req.root.name == "SUN397" else None),
+    tv_root = first([req.root] + ([req.root.parent] if req.root.name == "SUN397" else []),
                     lambda c: (c / "SUN397" / "ClassName.txt").is_file()) if layout != "folders" else None
     if tv_root is None:
         folders = first([req.root / "sun397"] + ([req.root] if req.root.name == "sun397" else []),
