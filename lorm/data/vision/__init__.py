@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from lorm.data.vision import knots_sets as _knots  # noqa: F401 - registers the KnOTS sets
 from lorm.data.vision import lorm_sets as _lorm  # noqa: F401 - registers the paper's sets
-from lorm.data.vision._common import REGISTRY, load, make_loader
+from lorm.data.vision._common import REGISTRY, dispatch, make_loader
 
 NAMES = ("cifar100", "imagenet-r", "imagenet-a", "eurosat", "cub200", "cars196")
 #: Number of classes of the real data sets (asserted when ``strict=True``).
@@ -46,12 +46,8 @@ OPTIONS = {n: REGISTRY[n].options for n in NAMES}
 
 
 def load_vision_dataset(name: str, root, image_size: int = 224, seed: int = 0, **options) -> dict:
-    """Dispatch to ``LOADERS[name]``; options the loader does not know are ignored (config dicts carry keys of
-    every data set)."""
-    if name not in LOADERS:
-        raise KeyError(f"unknown vision dataset {name!r}; available: {', '.join(LOADERS)}")
-    kwargs = {k: v for k, v in options.items() if k in OPTIONS[name] and v is not None}
-    return load(name, root, image_size=image_size, seed=seed, **kwargs)
+    """Dispatch to ``LOADERS[name]``; options the loader does not know are ignored."""
+    return dispatch(LOADERS, "vision dataset", name, root, image_size=image_size, seed=seed, **options)
 
 
 __all__ = ["EXPECTED_CLASSES", "EXPECTED_SIZES", "LAYOUTS", "LOADERS", "OPTIONS", "TASK_SPLITS", "load_cars196",

@@ -147,6 +147,19 @@ class Request:
         return list(ds.classes), [p for p, _ in ds.samples], [index[ds.classes[y]] for y in ds.targets]
 
 
+    def split_folders(self, folder: pathlib.Path, **info) -> Parts:
+        """ImageFolder splits ``folder/{train,[val,]test}/<class>/*``: labels = the sorted train class folders, whose
+        names the val/test folders must use."""
+        classes, *train = self.image_folder(folder / "train")
+        self.require(folder / "test")
+        splits = {"train": tuple(train)}
+        for split in ("val", "test"):
+            if (folder / split).is_dir():
+                splits[split] = tuple(self.image_folder(folder / split, classes)[1:])
+        return Parts(classes, splits, {"source": str(folder), "split": "folders", "label_order": "sorted class folders",
+                                       **info}, (len(classes), folder / "train", "class folders"))
+
+
 def seeded_split(items: Sequence[str], key: str, seed: int, train_fraction: float, test_fraction: float):
     """Deterministic per-class split of the sorted ``items``: (train items, test items), each in sorted order.
 
@@ -397,3 +410,12 @@ def make_loader(name: str) -> Callable:
     loader.__name__ = loader.__qualname__ = f"load_{name.replace('-', '_')}"
     loader.__doc__ = f"The {name} Dataset dict (see lorm.data.vision; options: {', '.join(REGISTRY[name].options)})."
     return loader
+
+
+def dispatch(names, what: str, name: str, root, image_size: int = 224, seed: int = 0, **options) -> dict:
+    """``load(name, ...)`` for a name among ``names``; options the loader does not know (or None) are ignored
+    (config dicts carry keys of every data set)."""
+    if name not in names:
+        raise KeyError(f"unknown {what} {name!r}; available: {', '.join(names)}")
+    kwargs = {k: v for k, v in options.items() if k in REGISTRY[name].options and v is not None}
+    return load(name, root, image_size=image_size, seed=seed, **kwargs)

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lorm.data.vision._common import (REGISTRY, VAL_FRACTION, VAL_SPLIT_MODES, Parts, carve_val, first, list_dirs, load,
-                                      make_loader, permuted_val_split, read_lines, register, val_size)
+from lorm.data.vision._common import (REGISTRY, VAL_FRACTION, VAL_SPLIT_MODES, Parts, carve_val, dispatch, first,
+                                      list_dirs, make_loader, permuted_val_split, read_lines, register, val_size)
 
 KNOTS_EXPECTED_SIZES = {"mnist": {"train": 60_000, "test": 10_000}, "svhn": {"train": 73_257, "test": 26_032},
                         "gtsrb": {"test": 12_630}, "sun397": {"test": 19_850}}
@@ -242,19 +242,6 @@ def _layout_args(req) -> tuple[str, int]:
     return layout, int(k)
 
 
-def _folders(req, folder: pathlib.Path) -> Parts:
-    """The task-vectors layout ``<folder>/{train,[val,]test}/<class>/*`` (ImageFolder, labels = train folders)."""
-    classes, *train = req.image_folder(folder / "train")
-    req.require(folder / "test", test=os.path.isdir)
-    splits = {"train": tuple(train)}
-    for split in ("val", "test"):
-        if (folder / split).is_dir():
-            splits[split] = tuple(req.image_folder(folder / split, classes)[1:])
-    info = {"source": str(folder), "layout": f"{folder.name}/{{train,val,test}}/<class>/*.jpg (task-vectors)",
-            "split": "folders", "label_order": "sorted class folders"}
-    return Parts(classes, splits, info, (len(classes), folder / "train", "class folders"))
-
-
 @knots("dtd", classes=47, options=("layout", "partition", "download"), val="official",
        layout="DTD layout of torchvision DTD <root>/dtd/dtd/images/<class>/*.jpg + <root>/dtd/dtd/labels/"
               "{train1,val1,test1}.txt (the release extracted into <root>/dtd/) or <root>/dtd/{train,val,test}/"
@@ -269,7 +256,7 @@ def _dtd(req) -> Parts:
     cands = [req.root / "dtd"] + ([req.root] if req.root.name == "dtd" else [])
     folders = first(cands, lambda c: (c / "train").is_dir()) if layout != "official" else None
     if folders is not None:
-        return _folders(req, folders)
+        return req.split_folders(folders)
     tv_root = first([req.root] + ([req.root.parent] if req.root.name == "dtd" else []),
                     lambda c: (c / "dtd" / "dtd" / "images").is_dir()) if layout != "folders" else None
     if tv_root is None:
@@ -344,7 +331,7 @@ def _sun397(req) -> Parts:
         folders = first([req.root / "sun397"] + ([req.root] if req.root.name == "sun397" else []),
                         lambda c: (c / "train").is_dir() and (c / "test").is_dir()) if layout != "official" else None
         if folders is not None:
-            return _folders(req, folders)
+            return req.split_folders(folders)
         expected = req.root / "sun397" / "train" if layout == "folders" else req.root / "SUN397" / "ClassName.txt"
         raise req.error(f"{expected} not found" + (" (nor sun397/{train,test}/)" if layout == "auto" else ""))
     sun = tv_root / "SUN397"
@@ -385,10 +372,7 @@ load_dtd, load_gtsrb, load_mnist, load_resisc45, load_sun397, load_svhn = KNOTS_
 
 def load_knots_dataset(name: str, root, image_size: int = 224, seed: int = 0, **options) -> dict:
     """Dispatch to ``KNOTS_LOADERS[name]``; options the loader does not know (or None) are ignored."""
-    if name not in KNOTS_LOADERS:
-        raise KeyError(f"unknown KnOTS vision dataset {name!r}; available: {', '.join(KNOTS_LOADERS)}")
-    kwargs = {k: v for k, v in options.items() if k in KNOTS_OPTIONS[name] and v is not None}
-    return load(name, root, image_size=image_size, seed=seed, **kwargs)
+    return dispatch(KNOTS_LOADERS, "KnOTS vision dataset", name, root, image_size=image_size, seed=seed, **options)
 
 
 def add_val_split(ds: dict, seed: int = 0, fraction: float = VAL_FRACTION, permutation=None) -> dict:

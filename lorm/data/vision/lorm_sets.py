@@ -191,14 +191,9 @@ def _imagenet(req, modes) -> Parts:
     if mode == "folders" and not has_folders:
         raise req.error(f"{base / 'train'} and {base / 'test'} not found (split='folders')")
     if has_folders and mode in ("auto", "folders"):
-        classes, *train = req.image_folder(base / "train")
-        test_classes, *test = req.image_folder(base / "test", classes)
-        if test_classes != classes:
-            raise req.error(f"{base / 'train'} and {base / 'test'} hold different class folders (e.g. "
-                            f"{sorted(set(classes) ^ set(test_classes))[:3]}), so ImageFolder labels would disagree")
-        info.update(layout=f"{req.name}/{{train,test}}/<wnid>/*", split="mammoth-imagefolder")
-        return Parts(classes, {"train": tuple(train), "test": tuple(test)}, info,
-                     (len(classes), base / "train", "class folders"))
+        parts = req.split_folders(base, split="mammoth-imagefolder", label_order="sorted wnids")
+        parts.info["class_descriptions"] = _descriptions(base, parts.classes)
+        return parts
     classes, paths, labels = req.image_folder(base)
     count = (len(classes), base, "class folders")
     for kind in (k for k in ("mammoth", "files") if k in modes and mode in ("auto", k)):
