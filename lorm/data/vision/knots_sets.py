@@ -259,6 +259,8 @@ def _dtd(req) -> Parts:
         return req.split_folders(folders)
     tv_root = first([req.root] + ([req.root.parent] if req.root.name == "dtd" else []),
                     lambda c: (c / "dtd" / "dtd" / "images").is_dir()) if layout != "folders" else None
+    if tv_root is None and req.opt("download") and layout != "folders":
+        tv_root = req.root if req.tv(DTD, str(req.root)) else None
     if tv_root is None:
         expected = req.root / "dtd" / ("train" if layout == "folders" else "dtd/images")
         raise req.error(f"{expected} not found" + (" (nor dtd/train/)" if layout == "auto" else ""))
@@ -327,6 +329,8 @@ def _sun397(req) -> Parts:
     layout, k = _layout_args(req)
     tv_root = first([req.root] + ([req.root.parent] if req.root.name == "SUN397" else []),
                     lambda c: (c / "SUN397" / "ClassName.txt").is_file()) if layout != "folders" else None
+    if tv_root is None and req.opt("download") and layout != "folders":
+        tv_root = req.root  # torchvision SUN397 fetches SUN397/ below (the partition files are not part of it)
     if tv_root is None:
         folders = first([req.root / "sun397"] + ([req.root] if req.root.name == "sun397" else []),
                         lambda c: (c / "train").is_dir() and (c / "test").is_dir()) if layout != "official" else None
