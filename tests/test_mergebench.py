@@ -4,7 +4,6 @@ the vision mechanics run on the random tiny ViT / tiny CLIP and fabricated image
 
 from __future__ import annotations
 
-import gzip
 import json
 import pathlib
 
@@ -259,9 +258,8 @@ def test_alignment_json_is_symmetric_with_unit_diagonal(vision2, tmp_path):
 # ------------------------------------------------------------------------------------------------ CLIP path
 def _write_idx(path: pathlib.Path, array: np.ndarray) -> None:
     header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wb") as fh:
-        fh.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+    path.parent.mkdir(parents=True, exist_ok=True)  # uncompressed, as torchvision MNIST reads it
+    path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
 
 
 def _fabricate_digits(root: pathlib.Path) -> None:
@@ -274,8 +272,8 @@ def _fabricate_digits(root: pathlib.Path) -> None:
             images, labels = ds[split]["images"], np.asarray(ds[split]["label"])
             if name == "mnist":
                 raw = root / "MNIST" / "raw"
-                _write_idx(raw / f"{prefix}-images-idx3-ubyte.gz", images.mean(axis=3).astype(np.uint8))
-                _write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", labels.astype(np.uint8))
+                _write_idx(raw / f"{prefix}-images-idx3-ubyte", images.mean(axis=3).astype(np.uint8))
+                _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels.astype(np.uint8))
             else:
                 folder = root / "svhn"
                 folder.mkdir(parents=True, exist_ok=True)

@@ -68,14 +68,14 @@ def _fake_cifar(root: pathlib.Path, n_classes=3, train_per=2, test_per=1) -> dic
     for split, per in (("train", train_per), ("test", test_per)):
         labels = [c for c in range(n_classes) for _ in range(per)]
         data = rng.integers(0, 256, (len(labels), 3072), dtype=np.uint8)
-        # keys as in the official (Python 2) pickles read with encoding="bytes"
+        # str keys, as the official (Python 2) pickles read with encoding="latin1" (torchvision CIFAR100)
         with open(base / split, "wb") as fh:
-            pickle.dump({b"filenames": [f"img{i}.png".encode() for i in range(len(labels))], b"batch_label": b"x",
-                         b"fine_labels": labels, b"coarse_labels": [0] * len(labels), b"data": data}, fh, protocol=2)
+            pickle.dump({"filenames": [f"img{i}.png" for i in range(len(labels))], "batch_label": "x",
+                         "fine_labels": labels, "coarse_labels": [0] * len(labels), "data": data}, fh, protocol=2)
         out[split] = (data, labels)
     with open(base / "meta", "wb") as fh:
-        pickle.dump({b"fine_label_names": [f"class{c}" for c in range(n_classes)],
-                     b"coarse_label_names": ["all"]}, fh, protocol=2)
+        pickle.dump({"fine_label_names": [f"class{c}" for c in range(n_classes)],
+                     "coarse_label_names": ["all"]}, fh, protocol=2)
     return out
 
 
@@ -119,7 +119,7 @@ def test_missing_root_and_files_are_one_line_errors(tmp_path):
                      "https://www.vision.caltech.edu/datasets/cub_200_2011/")
     with pytest.raises(DataError) as exc:
         load_cars196(tmp_path)
-    _assert_one_line(exc, str(tmp_path / "devkit" / "cars_meta.mat"))
+    _assert_one_line(exc, str(tmp_path / "stanford_cars" / "devkit" / "cars_meta.mat"))
 
 
 # --------------------------------------------------------------------------------------------- ImageNet-R / -A

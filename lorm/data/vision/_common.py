@@ -1,188 +1,299 @@
-"""Shared machinery of the vision loaders: layout errors, folder lookup, decoding, seeded splits, checks.
+"""The one assembly path of every vision loader: registry, layout errors, torchvision calls, decoding, splits.
 
-Every loader builds, per split, a list of *sources* (file paths, or callables returning a PIL image) and labels,
-then :func:`finish` decodes each source once (PIL, ``convert("RGB")``, bicubic resize to the working resolution)
-into one uint8 array (N, S, S, 3) and assembles the Dataset dict of docs/architecture.md.
+A data set is registered once with :func:`register` (its layout text, class count, official split sizes, options,
+default resize) and a *source* function ``source(req) -> Parts``: the class ids, per split (train, test and, if
+the layout has one, val) a list of PIL-openable paths or a uint8 pixel array with the labels, and the info. Most
+sources wrap a ``torchvision.datasets`` class (:meth:`Request.tv`); :func:`load` then does everything else: option
+and argument checks, class-count and split-size checks, the validation split, threaded decoding (PIL,
+``convert("RGB")``, bicubic resize) into uint8 (N, S, S, 3) arrays and the Dataset dict.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import pathlib
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 
 from lorm.data import DataError
 
-#: Number of classes of the real data sets (asserted when ``strict=True``).
-EXPECTED_CLASSES = {"cifar100": 100, "imagenet-r": 200, "imagenet-a": 200, "eurosat": 10, "cub200": 200,
-                    "cars196": 196}
-#: (train, test) sizes of the data sets whose split is fixed by the distribution (asserted when ``strict=True``).
-EXPECTED_SIZES = {"cifar100": (50_000, 10_000), "cub200": (5_994, 5_794), "cars196": (8_144, 8_041)}
-
-#: name -> (expected layout, where to get it); used in every layout error message.
-LAYOUTS = {
-    "cifar100": ("CIFAR-100 python layout <root>/cifar-100-python/{train,test,meta}",
-                 "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz, or download=True"),
-    "imagenet-r": ("ImageNet-R layout <root>/imagenet-r/<wnid>/*.jpg (200 class folders; optional split files "
-                   "imagenet-r_{train,test}.yaml of Mammoth or {train,test}.txt)",
-                   "https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar"),
-    "imagenet-a": ("ImageNet-A layout <root>/imagenet-a/<wnid>/*.jpg (200 class folders) or "
-                   "<root>/imagenet-a/{train,test}/<wnid>/*.jpg (optional split files {train,test}.txt)",
-                   "https://people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar"),
-    "eurosat": ("EuroSAT RGB layout <root>/EuroSAT_RGB/<ClassName>/*.jpg (10 class folders; optional CoOp split "
-                "<root>/EuroSAT_RGB/split.json or split_zhou_EuroSAT.json)",
-                "https://zenodo.org/records/7711810/files/EuroSAT_RGB.zip"),
-    "cub200": ("CUB-200-2011 layout <root>/CUB_200_2011/{images.txt,image_class_labels.txt,train_test_split.txt,"
-               "classes.txt,images/<class>/<file>.jpg}", "https://www.vision.caltech.edu/datasets/cub_200_2011/"),
-    "cars196": ("Stanford Cars devkit layout <root>/{cars_train/*.jpg,cars_test/*.jpg,devkit/cars_train_annos.mat,"
-                "devkit/cars_meta.mat,cars_test_annos_withlabels.mat} (or the same under <root>/stanford_cars/)",
-                "https://ai.stanford.edu/~jkrause/cars/car_dataset.html (offline; use a mirror)"),
-}
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 RESIZE_MODES = ("stretch", "center_crop")
-_BICUBIC = 3  # PIL.Image.Resampling.BICUBIC (== torchvision interpolation=3)
+VAL_SPLIT_MODES = ("auto", "official", "test-permutation")
+VAL_FRACTION = 0.2
 PROGRESS_MIN_IMAGES = 500  # no progress bar below this many images (tests, miniature copies)
+_BICUBIC = 3  # PIL.Image.Resampling.BICUBIC (== torchvision interpolation=3)
+_RESIZE_TEXT = {"stretch": "bicubic to SxS (PIL)", "center_crop": "bicubic shorter side to S, centre crop SxS (PIL)"}
+_COMMON = ("strict", "expected_classes", "resize_mode", "progress", "num_workers")
+_VAL = ("val_split", "val_fraction", "val_permutation")
 
 
-def one_line(text: str) -> str:
+@dataclass
+class Spec:
+    name: str
+    source: Callable
+    layout: str
+    url: str
+    classes: int
+    sizes: dict  # official split sizes checked when strict
+    options: tuple
+    resize: str
+    val: str | None  # None: train/test only; else the default val policy ("official" or "test-permutation")
+
+
+#: name -> Spec; filled by the loader modules (each data set registered once).
+REGISTRY: dict[str, Spec] = {}
+
+
+def register(name, *, layout, url, classes, sizes=None, options=(), resize="stretch", val=None):
+    def wrap(source):
+        opts = _COMMON + tuple(options) + (_VAL if val else ())
+        REGISTRY[name] = Spec(name, source, layout, url, classes, dict(sizes or {}), opts, resize, val)
+        return source
+    return wrap
+
+
+def one_line(text) -> str:
     return " ".join(str(text).split())
 
 
 def data_error(name: str, what: str) -> DataError:
     """One-line DataError: what went wrong, the expected layout and where to get the data."""
-    layout, url = LAYOUTS[name]
-    return DataError(one_line(f"dataset {name}: {what}; expected the {layout} (download: {url})"))
+    spec = REGISTRY[name]
+    return DataError(one_line(f"dataset {name}: {what}; expected the {spec.layout} (download: {spec.url})"))
 
 
-def check_args(name: str, image_size, resize_mode: str) -> int:
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
-        raise ValueError(f"dataset {name}: image_size must be a positive integer, got {image_size!r}")
-    if resize_mode not in RESIZE_MODES:
-        raise ValueError(f"dataset {name}: resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
-    return int(image_size)
+def first(candidates, test=os.path.exists):
+    return next((c for c in candidates if test(c)), None)
 
 
-def locate(name: str, root, folder: str, marker: str | None = None, alternatives: Sequence[str] = ()) -> pathlib.Path:
-    """The dataset folder: ``root/<folder>`` (or an alternative sub path), or ``root`` itself when it already
-    is that folder. ``marker`` (a file inside the folder) must exist when given. DataError otherwise."""
-    if root is None or str(root) == "":
-        raise data_error(name, "no data root given (config key dataset.root)")
-    root = pathlib.Path(os.path.expanduser(str(root)))
-    if not root.is_dir():
-        raise data_error(name, f"data root {root} not found")
-    for cand in [root / folder, *(root / alt for alt in alternatives), root]:
-        if cand.is_dir() and (marker is None or (cand / marker).is_file()):
-            if cand == root and marker is None and root.name not in (folder, *alternatives):
-                continue  # a bare root only counts when it is named like the dataset folder
-            return cand
-    missing = root / folder / marker if marker else root / folder
-    raise data_error(name, f"{missing} not found")
+def list_dirs(folder: pathlib.Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def require_file(name: str, path: pathlib.Path) -> pathlib.Path:
-    if not path.is_file():
-        raise data_error(name, f"{path} not found")
-    return path
+def read_lines(name: str, path: pathlib.Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(one_line(f"dataset {name}: cannot read {path}: {exc}")) from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def list_dirs(folder: pathlib.Path, exclude: Sequence[str] = ()) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and p.name not in exclude)
+@dataclass
+class Parts:
+    """What a source returns. ``count`` = (number of classes found, where, what) for the class-count check."""
+    classes: list
+    splits: dict
+    info: dict
+    count: tuple
+    classnames: list | None = None
+    postprocess: Callable | None = None
 
 
-def list_images(folder: pathlib.Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
+@dataclass
+class Request:
+    """What a source gets: the data root (an existing folder), the seed and the loader options."""
+    name: str
+    root: pathlib.Path
+    seed: int
+    options: dict = field(default_factory=dict)
+
+    def opt(self, key, default=None):
+        return self.options.get(key, default)
+
+    def error(self, what: str) -> DataError:
+        return data_error(self.name, what)
+
+    def require(self, *paths: pathlib.Path, test=os.path.exists) -> None:
+        """DataError naming the first missing path (skipped with ``download=True``: torchvision fetches them)."""
+        if not self.opt("download"):
+            missing = first(paths, lambda p: not test(p))
+            if missing is not None:
+                raise self.error(f"{missing} not found")
+
+    def tv(self, cls, *args, **kwargs):
+        """A torchvision dataset, never downloading unless ``download=True``; its errors become a DataError."""
+        if self.opt("download") and "download" in inspect.signature(cls).parameters:
+            kwargs["download"] = True
+        try:
+            return cls(*args, **kwargs)
+        except DataError:
+            raise
+        except (RuntimeError, OSError, KeyError, ValueError, TypeError, AssertionError, IndexError) as exc:
+            where = args[0] if args else self.root
+            raise self.error(f"torchvision {cls.__name__} cannot read {where}: {type(exc).__name__} "
+                             f"{exc or ''}".rstrip()) from None
+
+    def image_folder(self, folder: pathlib.Path, classes=None):
+        """(its classes, paths, labels) of ImageFolder ``folder/<class>/*``; with ``classes`` (e.g. the train
+        folders) its folders must be among them and the labels index them. Empty class folders are an error."""
+        from torchvision.datasets import ImageFolder
+
+        ds = self.tv(ImageFolder, str(folder), allow_empty=True)
+        unknown = sorted(set(ds.classes) - set(classes or ds.classes))
+        if unknown:
+            raise self.error(f"{folder} holds class folder(s) {unknown[:3]} missing from the train folder")
+        empty = sorted(set(range(len(ds.classes))) - set(ds.targets))
+        if empty:
+            raise self.error(f"class folder(s) {', '.join(str(folder / ds.classes[c]) for c in empty[:3])} hold "
+                             f"no images")
+        index = {c: i for i, c in enumerate(classes or ds.classes)}
+        return list(ds.classes), [p for p, _ in ds.samples], [index[ds.classes[y]] for y in ds.targets]
 
 
-def check_class_count(name: str, found: int, where, strict: bool, expected_classes: int | None, what="classes"):
-    """``expected_classes`` (if given) or, with ``strict``, the real count of the data set must match."""
-    expected = expected_classes if expected_classes is not None else (EXPECTED_CLASSES[name] if strict else None)
-    if found < 1:
-        raise data_error(name, f"no {what} found in {where}")
-    if expected is not None and found != int(expected):
-        hint = "" if expected_classes is not None else " (incomplete copy? pass strict=False for a subset)"
-        raise data_error(name, f"found {found} {what} in {where}, expected {int(expected)}{hint}")
-
-
-def check_sizes(name: str, n_train: int, n_test: int, where, strict: bool, expected_classes):
-    if strict and expected_classes is None and name in EXPECTED_SIZES:
-        exp_train, exp_test = EXPECTED_SIZES[name]
-        if (n_train, n_test) != (exp_train, exp_test):
-            raise data_error(name, f"{where} lists {n_train} train / {n_test} test images, expected "
-                                   f"{exp_train} / {exp_test} (incomplete copy? pass strict=False for a subset)")
-
-
-def round_half_up(x: float) -> int:
-    return int(math.floor(x + 0.5))
+    def split_folders(self, folder: pathlib.Path, **info) -> Parts:
+        """ImageFolder splits ``folder/{train,[val,]test}/<class>/*``: labels = the sorted train class folders, whose
+        names the val/test folders must use."""
+        classes, *train = self.image_folder(folder / "train")
+        self.require(folder / "test")
+        splits = {"train": tuple(train)}
+        for split in ("val", "test"):
+            if (folder / split).is_dir():
+                splits[split] = tuple(self.image_folder(folder / split, classes)[1:])
+        return Parts(classes, splits, {"source": str(folder), "split": "folders", "label_order": "sorted class folders",
+                                       **info}, (len(classes), folder / "train", "class folders"))
 
 
 def seeded_split(items: Sequence[str], key: str, seed: int, train_fraction: float, test_fraction: float):
     """Deterministic per-class split of the sorted ``items``: (train items, test items), each in sorted order.
 
     The permutation is drawn from ``default_rng([seed, crc32(key)])``, so a class's split depends only on the
-    seed, the class key and its files (not on which other classes are present). Sizes are rounded half up and
-    clamped so that both splits get at least one item; the rest (``1 - train - test``) is dropped.
+    seed, the class key and its files. Sizes are rounded half up and clamped so that both splits get at least one
+    item; the rest (``1 - train - test``) is dropped.
     """
     items = sorted(items)
     n = len(items)
     if n < 2:
         raise ValueError(f"class {key!r} has {n} image(s); a train/test split needs at least 2")
-    n_train = max(1, round_half_up(n * train_fraction))
-    n_test = max(1, round_half_up(n * test_fraction))
-    if n_train + n_test > n:
-        n_train = n - n_test
-    rng = np.random.default_rng([int(seed), zlib.crc32(key.encode("utf-8"))])
-    perm = rng.permutation(n)
-    test = sorted(int(i) for i in perm[:n_test])
-    train = sorted(int(i) for i in perm[n_test:n_test + n_train])
-    return [items[i] for i in train], [items[i] for i in test]
+    n_train = max(1, math.floor(n * train_fraction + 0.5))
+    n_test = max(1, math.floor(n * test_fraction + 0.5))
+    n_train = min(n_train, n - n_test)
+    perm = np.random.default_rng([int(seed), zlib.crc32(key.encode("utf-8"))]).permutation(n)
+    return [items[i] for i in sorted(perm[n_test:n_test + n_train])], [items[i] for i in sorted(perm[:n_test])]
 
 
+# --------------------------------------------------------------------------------------------- validation split
+def val_size(n: int, fraction: float = VAL_FRACTION) -> int:
+    """floor(fraction * n), exactly (0.2 * 26,032 -> 5,206)."""
+    return math.floor(Fraction(fraction).limit_denominator(1_000_000) * int(n))
+
+
+def _load_permutation(name: str, source, n: int) -> np.ndarray:
+    """A permutation of 0..n-1 from an array-like or a file (.pt via torch.load(weights_only=True), .npy, text)."""
+    where = "val_permutation"
+    if isinstance(source, (str, os.PathLike)):
+        path = pathlib.Path(os.path.expanduser(str(source)))
+        where = str(path)
+        if not path.is_file():
+            raise DataError(f"dataset {name}: val_permutation file {path} not found (a .pt/.npy/.txt permutation "
+                            f"of the official test indices)")
+        try:
+            if path.suffix in (".pt", ".pth"):
+                import torch
+
+                source = np.asarray(torch.load(str(path), map_location="cpu", weights_only=True))
+            else:
+                source = np.load(path, allow_pickle=False) if path.suffix == ".npy" else \
+                    np.array(path.read_text(encoding="utf-8").replace(",", " ").split(), dtype=np.int64)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is a one-line data error
+            raise DataError(one_line(f"dataset {name}: cannot read {path}: {exc}")) from None
+    perm = np.asarray(source)
+    if perm.ndim != 1 or perm.size != n or not np.issubdtype(perm.dtype, np.integer) or \
+            not np.array_equal(np.sort(perm), np.arange(n)):
+        raise DataError(one_line(f"dataset {name}: {where} must be a permutation of 0..{n - 1} (the official test "
+                                 f"set has {n} images), got shape {perm.shape} dtype {perm.dtype}"))
+    return perm.astype(np.int64)
+
+
+def permuted_val_split(n: int, seed: int = 0, fraction: float = VAL_FRACTION, permutation=None,
+                       name: str = "dataset"):
+    """(val indices, test indices, description) into an official test set of ``n`` items: the first
+    floor(fraction * n) entries of ``numpy.random.default_rng(seed).permutation(n)`` (or of the given
+    ``permutation``) and the rest, in permutation order."""
+    if permutation is None:
+        perm = np.random.default_rng(int(seed)).permutation(int(n))
+        method = (f"seeded permutation of the official test set: numpy.random.default_rng({int(seed)})"
+                  f".permutation(N); val = first floor({fraction} N), test = the rest (NOT the official "
+                  f"shuffled_idxs files)")
+    else:
+        perm = _load_permutation(name, permutation, int(n))
+        given = permutation if isinstance(permutation, (str, os.PathLike)) else "array"
+        method = f"given permutation of the official test set ({given}); val = first floor({fraction} N), test = the rest"
+    k = val_size(n, fraction)
+    return perm[:k], perm[k:], method
+
+
+def carve_val(name, splits: dict, files: dict, seed, fraction, permutation) -> dict:
+    """Replace splits["test"] (and files["test"]) by val + test cut from the test permutation; returns the info."""
+    sources, labels = splits.pop("test")
+    test_files = files.pop("test", None)
+    val_idx, test_idx, method = permuted_val_split(len(labels), seed, fraction, permutation, name=name)
+    for split, idx in (("val", val_idx), ("test", test_idx)):
+        part = sources[idx] if isinstance(sources, np.ndarray) else [sources[int(i)] for i in idx]
+        splits[split] = (part, [int(labels[int(i)]) for i in idx])
+        if test_files is not None:
+            files[split] = [test_files[int(i)] for i in idx]
+    return {"method": "test-permutation", "description": method, "seed": int(seed), "fraction": float(fraction),
+            "official_test_size": len(labels), "val_index": [int(i) for i in val_idx],
+            "test_index": [int(i) for i in test_idx]}
+
+
+def _resolve_val(name, parts: Parts, files: dict, policy: str, seed, fraction, permutation, default: str) -> dict:
+    """Apply the ``val_split`` policy (own val split of the layout, or a cut of the test permutation)."""
+    has_own = "val" in parts.splits
+    if (policy == "official" or (policy == "auto" and default == "official")) and has_own:
+        return {"method": "official", "description": "the data set's own validation split"}
+    if policy == "official":
+        raise data_error(name, "val_split='official' but the layout has no validation split (use val_split='auto' "
+                               "or 'test-permutation')")
+    parts.splits.pop("val", None)
+    files.pop("val", None)
+    info = carve_val(name, parts.splits, files, seed, fraction, permutation)
+    info["reason"] = ("val_split='test-permutation'" if policy == "test-permutation" else
+                      "no official validation split in this layout" if default == "official" else
+                      "spec 8.2: no official validation split")
+    return info
+
+
+# --------------------------------------------------------------------------------------------- decoding
 def _resized(img, size: int, mode: str):
     """Bicubic resize of a PIL image: to size x size ("stretch", torchvision Resize((s, s))), or shorter side
     to size then centre crop ("center_crop", torchvision Resize(s) + CenterCrop(s))."""
     w, h = img.size
     if mode == "stretch":
         return img if (w, h) == (size, size) else img.resize((size, size), _BICUBIC)
-    if w <= h:
-        new_w, new_h = size, int(size * h / w)
-    else:
-        new_w, new_h = int(size * w / h), size
+    new_w, new_h = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
     if (new_w, new_h) != (w, h):
         img = img.resize((new_w, new_h), _BICUBIC)
     top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
     return img.crop((left, top, left + size, top + size))
 
 
-def decode(name: str, sources: Sequence, size: int, mode: str, *, progress: bool | None = None,
-           num_workers: int | None = None, desc: str = "") -> np.ndarray:
-    """Decode every source once into a uint8 (N, size, size, 3) array. A source is a path (opened with PIL) or
-    a zero-argument callable returning a PIL image. Missing or unreadable files raise a one-line DataError."""
+def decode(name: str, sources, size: int, mode: str, *, progress=None, num_workers=None, desc="") -> np.ndarray:
+    """uint8 (N, size, size, 3) from a list of image paths (decoded by ``num_workers`` threads) or from a uint8
+    pixel array (N, H, W[, 3]). Missing or unreadable files raise a one-line DataError."""
     from PIL import Image, UnidentifiedImageError
 
+    if isinstance(sources, np.ndarray) and sources.shape[1:3] == (size, size):  # no resampling needed
+        return np.ascontiguousarray(sources if sources.ndim == 4 else np.repeat(sources[..., None], 3, axis=-1))
     n = len(sources)
     out = np.empty((n, size, size, 3), dtype=np.uint8)
-    if n == 0:
-        return out
 
     def work(i: int) -> None:
         src = sources[i]
         try:
-            if callable(src):
-                img = src()
+            if isinstance(sources, np.ndarray):
+                img = Image.fromarray(src)
             else:
                 with Image.open(src) as opened:
                     img = opened.convert("RGB")
-            if img.mode != "RGB":
-                img = img.convert("RGB")
-            out[i] = np.asarray(_resized(img, size, mode), dtype=np.uint8)
+            out[i] = np.asarray(_resized(img.convert("RGB"), size, mode), dtype=np.uint8)
         except FileNotFoundError:
             raise data_error(name, f"image {src} not found") from None
         except (UnidentifiedImageError, OSError, ValueError) as exc:
@@ -192,61 +303,119 @@ def decode(name: str, sources: Sequence, size: int, mode: str, *, progress: bool
     show = progress if progress is not None else n >= PROGRESS_MIN_IMAGES
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=n, desc=desc or f"decoding {name}", unit="img", disable=not show, leave=False)
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 and n > 1 else None
     try:
-        if workers <= 1:
-            for i in range(n):
-                work(i)
+        with tqdm(total=n, desc=desc or f"decoding {name}", unit="img", disable=not show, leave=False) as bar:
+            for _ in (pool.map(work, range(n)) if pool else map(work, range(n))):
                 bar.update()
-        else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(work, i) for i in range(n)]
-                try:
-                    for fut in futures:
-                        fut.result()
-                        bar.update()
-                except BaseException:
-                    for fut in futures:
-                        fut.cancel()
-                    raise
     finally:
-        bar.close()
+        if pool:
+            pool.shutdown(cancel_futures=True)
     return out
 
 
-def finish(name: str, classes: Sequence[str], splits: dict[str, tuple[Sequence, Sequence[int]]], *,
-           image_size: int, resize_mode: str, info: dict, progress: bool | None = None,
-           num_workers: int | None = None, postprocess: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
-    """Decode the sources of every split and return the Dataset dict. Every class must have training images
-    (DataError otherwise); classes without test images are listed in ``info["classes_without_test"]``."""
-    classes = [str(c) for c in classes]
-    n_classes = len(classes)
+# --------------------------------------------------------------------------------------------- the loader
+def _check_options(name: str, opts: dict) -> None:
+    size, mode = opts["image_size"], opts["resize_mode"]
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"dataset {name}: image_size must be a positive integer, got {size!r}")
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"dataset {name}: resize_mode must be one of {RESIZE_MODES}, got {mode!r}")
+    if opts.get("val_split", "auto") not in VAL_SPLIT_MODES:
+        raise ValueError(f"dataset {name}: val_split must be one of {VAL_SPLIT_MODES}, got {opts['val_split']!r}")
+    frac = opts.get("val_fraction", VAL_FRACTION)
+    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac < 1:
+        raise ValueError(f"dataset {name}: val_fraction must be in (0, 1), got {frac!r}")
+
+
+def _check_counts(name: str, spec: Spec, parts: Parts, opts: dict) -> None:
+    found, where, what = parts.count
+    strict, explicit = opts.get("strict", True), opts.get("expected_classes")
+    expected = explicit if explicit is not None else (spec.classes if strict else None)
+    if found < 1:
+        raise data_error(name, f"no {what} found in {where}")
+    if expected is not None and found != int(expected):
+        hint = "" if explicit is not None else " (incomplete copy? pass strict=False for a subset)"
+        raise data_error(name, f"found {found} {what} in {where}, expected {int(expected)}{hint}")
+    if strict and explicit is None:
+        for split, n_expected in spec.sizes.items():
+            n = len(parts.splits[split][1])
+            if n != n_expected:
+                what = "official test set" if split == "test" else split
+                raise data_error(name, f"{parts.info.get('source')} holds {n} {what} images, expected {n_expected} "
+                                       f"(incomplete copy? pass strict=False for a subset)")
+
+
+def load(name: str, root, image_size: int = 224, seed: int = 0, **options) -> dict:
+    """The Dataset dict of a registered data set: ``{"name", "modality": "image", "classes", ["classnames",]
+    "train", ["val",] "test": {"images": uint8 (N, S, S, 3), "label": [int]}, "info"}``."""
+    spec = REGISTRY[name]
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise TypeError(f"load_{name.replace('-', '_')}() got unexpected option(s) {unknown}")
+    opts = {"image_size": image_size, "resize_mode": spec.resize, **options}
+    _check_options(name, opts)
+    size, mode = int(image_size), opts["resize_mode"]
+    if root is None or str(root) == "":
+        raise data_error(name, "no data root given (config key dataset.root)")
+    root = pathlib.Path(os.path.expanduser(str(root)))
+    if not root.is_dir():
+        raise data_error(name, f"data root {root} not found")
+    parts = spec.source(Request(name, root, int(seed), opts))
+    _check_counts(name, spec, parts, opts)
+    source = pathlib.Path(parts.info["source"])
+    files = {s: [os.path.relpath(p, source).replace(os.sep, "/") for p in srcs]
+             for s, (srcs, _) in parts.splits.items() if not isinstance(srcs, np.ndarray)}
+    files.update(parts.info.pop("files", {}))
+    if spec.val:
+        parts.info["val_split"] = _resolve_val(name, parts, files, opts.get("val_split", "auto"), seed,
+                                               opts.get("val_fraction", VAL_FRACTION), opts.get("val_permutation"),
+                                               spec.val)
+    classes = [str(c) for c in parts.classes]
     result = {"name": name, "modality": "image", "classes": classes}
-    counts = {}
-    for split in ("train", "test"):
-        sources, labels = splits[split]
+    if parts.classnames is not None:
+        result["classnames"] = list(parts.classnames)
+    extra = {}
+    for split in ("train", "val", "test"):
+        if split not in parts.splits:
+            continue
+        sources, labels = parts.splits[split]
         labels = [int(y) for y in labels]
-        if len(labels) != len(sources):
-            raise AssertionError("internal: sources and labels differ in length")
-        if any(not 0 <= y < n_classes for y in labels):
-            raise data_error(name, f"{split} labels outside 0..{n_classes - 1}")
-        per_class = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes)
+        if any(not 0 <= y < len(classes) for y in labels):
+            raise data_error(name, f"{split} labels outside 0..{len(classes) - 1}")
+        per_class = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
         empty = [classes[c] for c in np.flatnonzero(per_class == 0)]
-        if split == "test":
-            without_test = empty
-        elif empty:
-            raise data_error(name, f"no {split} images for class(es) {', '.join(empty[:5])}"
-                                   f"{' ...' if len(empty) > 5 else ''} in {info.get('source')}")
-        counts[split] = [int(c) for c in per_class]
-        images = decode(name, sources, image_size, resize_mode, progress=progress, num_workers=num_workers,
-                        desc=f"{name} {split}")
-        if postprocess is not None:
-            images = postprocess(images)
+        if split == "train" and empty:
+            raise data_error(name, f"no train images for class(es) {', '.join(empty[:5])}"
+                                   f"{' ...' if len(empty) > 5 else ''} in {source}")
+        images = decode(name, sources, size, mode, progress=opts.get("progress"),
+                        num_workers=opts.get("num_workers"), desc=f"{name} {split}")
+        if parts.postprocess is not None:
+            images = parts.postprocess(images)
         result[split] = {"images": images, "label": labels}
-    result["info"] = {**info, "image_size": image_size,
-                      "resize": {"stretch": "bicubic to SxS (PIL)",
-                                 "center_crop": "bicubic shorter side to S, centre crop SxS (PIL)"}[resize_mode],
-                      "num_train": len(result["train"]["label"]), "num_test": len(result["test"]["label"]),
-                      "per_class_train": counts["train"], "per_class_test": counts["test"],
-                      "classes_without_test": without_test}
+        extra.update({f"num_{split}": len(labels), f"per_class_{split}": [int(c) for c in per_class]})
+        if split != "train":
+            extra[f"classes_without_{split}"] = empty
+    info = {**parts.info, "seed": int(seed), "image_size": size, "resize": _RESIZE_TEXT[mode], **extra}
+    if files:
+        info["files"] = files
+    result["info"] = info
     return result
+
+
+def make_loader(name: str) -> Callable:
+    def loader(root, image_size: int = 224, seed: int = 0, **options) -> dict:
+        return load(name, root, image_size=image_size, seed=seed, **options)
+
+    loader.__name__ = loader.__qualname__ = f"load_{name.replace('-', '_')}"
+    loader.__doc__ = f"The {name} Dataset dict (see lorm.data.vision; options: {', '.join(REGISTRY[name].options)})."
+    return loader
+
+
+def dispatch(names, what: str, name: str, root, image_size: int = 224, seed: int = 0, **options) -> dict:
+    """``load(name, ...)`` for a name among ``names``; options the loader does not know (or None) are ignored
+    (config dicts carry keys of every data set)."""
+    if name not in names:
+        raise KeyError(f"unknown {what} {name!r}; available: {', '.join(names)}")
+    kwargs = {k: v for k, v in options.items() if k in REGISTRY[name].options and v is not None}
+    return load(name, root, image_size=image_size, seed=seed, **kwargs)
