@@ -122,7 +122,7 @@ def test_student_reinitialises_linear_layers_reproducibly_and_keeps_norms_and_em
         linear = ("dense" in name or "query" in name or "key" in name or "value" in name) and "LayerNorm" not in name
         assert torch.equal(p, q) != linear, name  # Linear weights/biases re-drawn, the rest kept
     bias = a.bert.encoder.layer[0].attention.self.query.bias
-    assert 0.3 < float(bias.std()) < 2.0  # N(0, 1) biases, as TARGET's weight_init
+    assert 0.3 < float(bias.detach().std()) < 2.0  # N(0, 1) biases, as TARGET's weight_init
 
 
 # ------------------------------------------------------------------------------------------------ end to end
