@@ -135,9 +135,9 @@ FIGURE_CAPTIONS = {
 if not MULTI:
     (_single,) = EXPERIMENTS.values()
     FIGURES = {
-        stem: figure_paths(_single["fcil"]["betas"], "figures", [stem], ["png"])
+        stem: paths
         for stem in FIGURE_CAPTIONS
-        if figure_paths(_single["fcil"]["betas"], "figures", [stem], ["png"])
+        if (paths := figure_paths(_single["fcil"]["betas"], "figures", [stem], ["png"]))
     }
     FIGURES_PDF = figure_paths(_single["fcil"]["betas"], "figures", formats=["pdf"])
 # several experiments: one folder per experiment and beta (one beta per call, hence fixed file names), an FAA
@@ -299,12 +299,11 @@ def run_params(wildcards):
         params["baselines"] = cfg["baselines"]
         if method in cfg:
             params[method] = cfg[method]
-    elif method == "pilora":  # own adapters and optimiser: the pilora section, not optim / lorm / lora_*
+    elif method == "pilora" or method in PROMPT_METHODS:
+        # own adapters or prompts and own optimiser: the method's section (pilora, l2p, coda), not optim / lorm /
+        # lora_*
         params["model"] = {k: v for k, v in cfg["model"].items() if k not in ("lora_rank", "lora_targets")}
-        params["pilora"] = cfg["pilora"]
-    elif method in PROMPT_METHODS:  # frozen backbone + prompts: the method's own section (l2p, coda) only
-        params["model"] = {k: v for k, v in cfg["model"].items() if k not in ("lora_rank", "lora_targets")}
-        section = PROMPT_METHODS[method]
+        section = PROMPT_METHODS.get(method, method)
         params[section] = cfg[section]
     else:
         params.update(model=cfg["model"], optim=cfg["optim"], lorm=cfg["lorm"])
