@@ -204,6 +204,29 @@ def test_figures_are_deterministic(tmp_path, runs):
         assert open(a, "rb").read() == open(b, "rb").read(), a
 
 
+def test_point_labels_never_overlap_each_other_or_markers():
+    from lorm.reporting.figures import _label_points, _new_figure
+
+    # eight methods at the same communication and nearly the same accuracy (the LoRA aggregators' case)
+    points = [(8.0, 30.0 + 0.3 * k, name) for k, name in enumerate(
+        ["lorm", "lorm-a-only", "lorm-b-only", "fedavg-lora", "ta", "knots-ties", "knots-dare-ties", "ffa-lora"])]
+    points += [(900.0, 12.0, "fedavg"), (900.0, 55.0, "ewc")]
+    fig = _new_figure(6.5, 4.5)
+    ax = fig.add_subplot()
+    ax.plot([p[0] for p in points], [p[1] for p in points], "o", label="points")
+    ax.set_xscale("log")
+    ax.legend(loc="upper center")
+    _label_points(fig, ax, points)
+    renderer = fig.canvas.get_renderer()
+    boxes = {t.get_text(): t.get_window_extent(renderer) for t in ax.texts}
+    assert "lorm" in boxes and "fedavg" in boxes and "ewc" in boxes  # isolated points and LoRM are always named
+    assert 1 < len(boxes) < len(points)  # the crowded column cannot name everyone
+    names = list(boxes)
+    assert not any(boxes[a].overlaps(boxes[b]) for i, a in enumerate(names) for b in names[i + 1:])
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert not any(box.overlaps(legend) for box in boxes.values())
+
+
 def test_figures_per_beta(tmp_path):
     items = [_metrics(m, s, beta=b) for b in (0.5, 0.1) for m in ("lorm", "joint") for s in (0, 1)]
     paths = [_write(tmp_path / "runs", m) for m in items]

@@ -323,6 +323,7 @@ def accuracy_vs_communication(runs, stem) -> list[str]:
     runs = _runs_of(runs)
     _single_beta(runs, "accuracy_vs_communication")
     frame = per_seed_frame(runs)
+    points = []  # (MB, FAA, method) of the methods that communicate, labelled once the axes are final
     with theme():
         fig = _new_figure(6.5, 4.5)
         ax = fig.add_subplot()
@@ -339,15 +340,42 @@ def accuracy_vs_communication(runs, stem) -> list[str]:
                         markersize=style["markersize"] + 2, capsize=3, zorder=style["zorder"],
                         markeredgecolor="black" if method == HIGHLIGHT else style["color"],
                         label=f"{method} (n={len(part)})")
-            ax.annotate(method, (x, y), textcoords="offset points", xytext=(6, 5), fontsize=8,
-                        fontweight="bold" if method == HIGHLIGHT else "normal")
+            points.append((x, y, method))
         ax.set_xscale("log")
         _plain_log_ticks(ax)
         ax.set_xlabel("Total communication per client over the run (MB, log scale)")
         ax.set_ylabel("Final average accuracy (%)")
         ax.set_title(f"Accuracy against communication ({_title(runs)})")
         _legend(ax, loc="best")
+        _label_points(fig, ax, points)
         return _save(fig, stem)
+
+
+def _label_points(fig, ax, points) -> None:
+    """Name each point beside it where the name overlaps no other name, marker or the legend; LoRM first.
+
+    Methods with equal communication (every LoRA aggregator) sit on one vertical line, so fixed offsets would
+    print the names over each other; a point whose name fits nowhere keeps only its legend entry."""
+    fig.canvas.draw()  # final layout, so that the extents below are those of the saved figure
+    renderer = fig.canvas.get_renderer()
+    to_pixels = ax.transData.transform
+    markers = [to_pixels((x, y)) for x, y, _ in points]
+    taken = [ax.get_legend().get_window_extent(renderer)] if ax.get_legend() is not None else []
+    frame = ax.get_window_extent(renderer)
+    offsets = ((6, 4, "left", "bottom"), (6, -4, "left", "top"), (-6, 4, "right", "bottom"),
+               (-6, -4, "right", "top"))
+    for k in sorted(range(len(points)), key=lambda i: (points[i][2] != HIGHLIGHT, -points[i][1])):
+        x, y, method = points[k]
+        for dx, dy, ha, va in offsets:
+            text = ax.annotate(method, (x, y), textcoords="offset points", xytext=(dx, dy), ha=ha, va=va,
+                               fontsize=8, fontweight="bold" if method == HIGHLIGHT else "normal")
+            box = text.get_window_extent(renderer)
+            hits_marker = any(j != k and box.expanded(1.0, 1.0).contains(*m) for j, m in enumerate(markers))
+            inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
+            if inside and not hits_marker and not any(box.overlaps(other) for other in taken):
+                taken.append(box)
+                break
+            text.remove()
 
 
 def forgetting_and_accuracy(runs, stem) -> list[str]:
@@ -412,7 +440,8 @@ def faa_vs_beta(runs, stem) -> list[str]:
 
 
 def paper_parity(paper: pd.DataFrame | str, stem) -> list[str]:
-    """Our sample-weighted FAA against the paper's (results/tables/paper.csv), one point per method × data set."""
+    """Our sample-weighted FAA against the paper's (results/tables/paper.csv), one point per method × data set × β
+    (marker = data set, size = β)."""
     import seaborn as sns
 
     source = paper if isinstance(paper, str) else "paper table"
@@ -429,9 +458,14 @@ def paper_parity(paper: pd.DataFrame | str, stem) -> list[str]:
         if len(frame):
             order = method_order(frame["our_method"])
             datasets = list(dict.fromkeys(frame["dataset"]))
+            # one point per method x data set x β: the β sets the marker size, so a data set's β are told apart
+            size = {}
+            if "beta" in frame.columns and frame["beta"].nunique() > 1:
+                frame["β"] = pd.to_numeric(frame["beta"], errors="coerce")
+                size = {"size": "β", "sizes": (35, 140)}
             sns.scatterplot(data=frame.rename(columns={"our_method": "method", "dataset": "data set"}), x="paper",
                             y="ours_faa_weighted_mean", hue="method", hue_order=order, palette=_palette(order),
-                            style="data set", style_order=datasets, s=70, ax=ax, zorder=5)
+                            style="data set", style_order=datasets, s=70, ax=ax, zorder=5, **size)
             ax.errorbar(frame["paper"], frame["ours_faa_weighted_mean"],
                         yerr=frame["ours_faa_weighted_std"].fillna(0.0), fmt="none", ecolor="0.4", capsize=2,
                         linewidth=0.8, zorder=4)
