@@ -1,21 +1,18 @@
 """The one assembly path of every vision loader: registry, layout errors, torchvision calls, decoding, splits.
 
-A data set is registered once with :func:`register` (its layout text, class count, official split sizes, options,
-default resize) and a *source* function ``source(req) -> Parts``: the class ids, per split (train, test and, if
-the layout has one, val) a list of PIL-openable paths or a uint8 pixel array with the labels, and the info. Most
-sources wrap a ``torchvision.datasets`` class (:meth:`Request.tv`); :func:`load` then does everything else: option
-and argument checks, class-count and split-size checks, the validation split, threaded decoding (PIL,
-``convert("RGB")``, bicubic resize) into uint8 (N, S, S, 3) arrays and the Dataset dict.
+Each data set registers (:func:`register`) a source ``source(req: Request) -> Parts`` (class ids; per split, image
+paths or a uint8 array, and labels); :func:`load` does the checks, the validation split, threaded decoding and the
+Dataset dict.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
 import os
 import pathlib
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -45,16 +42,17 @@ class Spec:
     options: tuple
     resize: str
     val: str | None  # None: train/test only; else the default val policy ("official" or "test-permutation")
+    classnames: Callable | None  # (name, class ids) -> readable names, returned as ds["classnames"]
 
 
 #: name -> Spec; filled by the loader modules (each data set registered once).
 REGISTRY: dict[str, Spec] = {}
 
 
-def register(name, *, layout, url, classes, sizes=None, options=(), resize="stretch", val=None):
+def register(name, *, layout, url, classes, sizes=None, options=(), resize="stretch", val=None, classnames=None):
     def wrap(source):
         opts = _COMMON + tuple(options) + (_VAL if val else ())
-        REGISTRY[name] = Spec(name, source, layout, url, classes, dict(sizes or {}), opts, resize, val)
+        REGISTRY[name] = Spec(name, source, layout, url, classes, dict(sizes or {}), opts, resize, val, classnames)
         return source
     return wrap
 
@@ -69,6 +67,10 @@ def data_error(name: str, what: str) -> DataError:
     return DataError(one_line(f"dataset {name}: {what}; expected the {spec.layout} (download: {spec.url})"))
 
 
+def read_error(name: str, path, exc: Exception) -> DataError:
+    return DataError(one_line(f"dataset {name}: cannot read {path}: {exc}"))
+
+
 def first(candidates, test=os.path.exists):
     return next((c for c in candidates if test(c)), None)
 
@@ -81,18 +83,20 @@ def read_lines(name: str, path: pathlib.Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(one_line(f"dataset {name}: cannot read {path}: {exc}")) from None
+        raise read_error(name, path, exc) from None
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 @dataclass
 class Parts:
-    """What a source returns. ``count`` = (number of classes found, where, what) for the class-count check."""
+    """What a source returns; the class-count check reports ``found`` (default: the number of classes) ``what`` in
+    ``where``."""
     classes: list
     splits: dict
     info: dict
-    count: tuple
-    classnames: list | None = None
+    where: pathlib.Path
+    what: str = "class folders"
+    found: int | None = None
     postprocess: Callable | None = None
 
 
@@ -107,18 +111,32 @@ class Request:
     def opt(self, key, default=None):
         return self.options.get(key, default)
 
+    def choice(self, key: str, allowed: tuple):
+        """The option ``key`` (default "auto"), which must be one of ``allowed``."""
+        value = self.opt(key, "auto")
+        if value not in allowed:
+            raise ValueError(f"dataset {self.name}: {key} must be one of {allowed}, got {value!r}")
+        return value
+
     def error(self, what: str) -> DataError:
         return data_error(self.name, what)
 
-    def require(self, *paths: pathlib.Path, test=os.path.exists) -> None:
+    def find(self, *names: str, test=os.path.exists):
+        """The first of ``root/<name>`` and the root itself (when called like one of ``names``) passing ``test``."""
+        return first([self.root / n for n in names] + ([self.root] if self.root.name in names else []), test)
+
+    def require(self, *paths: pathlib.Path) -> None:
         """DataError naming the first missing path (skipped with ``download=True``: torchvision fetches them)."""
         if not self.opt("download"):
-            missing = first(paths, lambda p: not test(p))
+            missing = first(paths, lambda p: not p.exists())
             if missing is not None:
                 raise self.error(f"{missing} not found")
 
     def tv(self, cls, *args, **kwargs):
-        """A torchvision dataset, never downloading unless ``download=True``; its errors become a DataError."""
+        """A ``torchvision.datasets`` class (or its name) instantiated, never downloading unless ``download=True``;
+        its errors become a DataError."""
+        if isinstance(cls, str):
+            cls = getattr(importlib.import_module("torchvision.datasets"), cls)
         if self.opt("download") and "download" in inspect.signature(cls).parameters:
             kwargs["download"] = True
         try:
@@ -133,9 +151,7 @@ class Request:
     def image_folder(self, folder: pathlib.Path, classes=None):
         """(its classes, paths, labels) of ImageFolder ``folder/<class>/*``; with ``classes`` (e.g. the train
         folders) its folders must be among them and the labels index them. Empty class folders are an error."""
-        from torchvision.datasets import ImageFolder
-
-        ds = self.tv(ImageFolder, str(folder), allow_empty=True)
+        ds = self.tv("ImageFolder", str(folder), allow_empty=True)
         unknown = sorted(set(ds.classes) - set(classes or ds.classes))
         if unknown:
             raise self.error(f"{folder} holds class folder(s) {unknown[:3]} missing from the train folder")
@@ -145,7 +161,6 @@ class Request:
                              f"no images")
         index = {c: i for i, c in enumerate(classes or ds.classes)}
         return list(ds.classes), [p for p, _ in ds.samples], [index[ds.classes[y]] for y in ds.targets]
-
 
     def split_folders(self, folder: pathlib.Path, **info) -> Parts:
         """ImageFolder splits ``folder/{train,[val,]test}/<class>/*``: labels = the sorted train class folders, whose
@@ -157,25 +172,7 @@ class Request:
             if (folder / split).is_dir():
                 splits[split] = tuple(self.image_folder(folder / split, classes)[1:])
         return Parts(classes, splits, {"source": str(folder), "split": "folders", "label_order": "sorted class folders",
-                                       **info}, (len(classes), folder / "train", "class folders"))
-
-
-def seeded_split(items: Sequence[str], key: str, seed: int, train_fraction: float, test_fraction: float):
-    """Deterministic per-class split of the sorted ``items``: (train items, test items), each in sorted order.
-
-    The permutation is drawn from ``default_rng([seed, crc32(key)])``, so a class's split depends only on the
-    seed, the class key and its files. Sizes are rounded half up and clamped so that both splits get at least one
-    item; the rest (``1 - train - test``) is dropped.
-    """
-    items = sorted(items)
-    n = len(items)
-    if n < 2:
-        raise ValueError(f"class {key!r} has {n} image(s); a train/test split needs at least 2")
-    n_train = max(1, math.floor(n * train_fraction + 0.5))
-    n_test = max(1, math.floor(n * test_fraction + 0.5))
-    n_train = min(n_train, n - n_test)
-    perm = np.random.default_rng([int(seed), zlib.crc32(key.encode("utf-8"))]).permutation(n)
-    return [items[i] for i in sorted(perm[n_test:n_test + n_train])], [items[i] for i in sorted(perm[:n_test])]
+                                       **info}, folder / "train")
 
 
 # --------------------------------------------------------------------------------------------- validation split
@@ -188,8 +185,7 @@ def _load_permutation(name: str, source, n: int) -> np.ndarray:
     """A permutation of 0..n-1 from an array-like or a file (.pt via torch.load(weights_only=True), .npy, text)."""
     where = "val_permutation"
     if isinstance(source, (str, os.PathLike)):
-        path = pathlib.Path(os.path.expanduser(str(source)))
-        where = str(path)
+        path = where = pathlib.Path(os.path.expanduser(str(source)))
         if not path.is_file():
             raise DataError(f"dataset {name}: val_permutation file {path} not found (a .pt/.npy/.txt permutation "
                             f"of the official test indices)")
@@ -202,7 +198,7 @@ def _load_permutation(name: str, source, n: int) -> np.ndarray:
                 source = np.load(path, allow_pickle=False) if path.suffix == ".npy" else \
                     np.array(path.read_text(encoding="utf-8").replace(",", " ").split(), dtype=np.int64)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is a one-line data error
-            raise DataError(one_line(f"dataset {name}: cannot read {path}: {exc}")) from None
+            raise read_error(name, path, exc) from None
     perm = np.asarray(source)
     if perm.ndim != 1 or perm.size != n or not np.issubdtype(perm.dtype, np.integer) or \
             not np.array_equal(np.sort(perm), np.arange(n)):
@@ -224,7 +220,8 @@ def permuted_val_split(n: int, seed: int = 0, fraction: float = VAL_FRACTION, pe
     else:
         perm = _load_permutation(name, permutation, int(n))
         given = permutation if isinstance(permutation, (str, os.PathLike)) else "array"
-        method = f"given permutation of the official test set ({given}); val = first floor({fraction} N), test = the rest"
+        method = (f"given permutation of the official test set ({given}); val = first floor({fraction} N), "
+                  f"test = the rest")
     k = val_size(n, fraction)
     return perm[:k], perm[k:], method
 
@@ -244,9 +241,9 @@ def carve_val(name, splits: dict, files: dict, seed, fraction, permutation) -> d
             "test_index": [int(i) for i in test_idx]}
 
 
-def _resolve_val(name, parts: Parts, files: dict, policy: str, seed, fraction, permutation, default: str) -> dict:
+def _resolve_val(name, parts: Parts, files: dict, opts: dict, seed, default: str) -> dict:
     """Apply the ``val_split`` policy (own val split of the layout, or a cut of the test permutation)."""
-    has_own = "val" in parts.splits
+    policy, has_own = opts.get("val_split", "auto"), "val" in parts.splits
     if (policy == "official" or (policy == "auto" and default == "official")) and has_own:
         return {"method": "official", "description": "the data set's own validation split"}
     if policy == "official":
@@ -254,7 +251,8 @@ def _resolve_val(name, parts: Parts, files: dict, policy: str, seed, fraction, p
                                "or 'test-permutation')")
     parts.splits.pop("val", None)
     files.pop("val", None)
-    info = carve_val(name, parts.splits, files, seed, fraction, permutation)
+    info = carve_val(name, parts.splits, files, seed, opts.get("val_fraction", VAL_FRACTION),
+                     opts.get("val_permutation"))
     info["reason"] = ("val_split='test-permutation'" if policy == "test-permutation" else
                       "no official validation split in this layout" if default == "official" else
                       "spec 8.2: no official validation split")
@@ -279,6 +277,7 @@ def decode(name: str, sources, size: int, mode: str, *, progress=None, num_worke
     """uint8 (N, size, size, 3) from a list of image paths (decoded by ``num_workers`` threads) or from a uint8
     pixel array (N, H, W[, 3]). Missing or unreadable files raise a one-line DataError."""
     from PIL import Image, UnidentifiedImageError
+    from tqdm.auto import tqdm
 
     if isinstance(sources, np.ndarray) and sources.shape[1:3] == (size, size):  # no resampling needed
         return np.ascontiguousarray(sources if sources.ndim == 4 else np.repeat(sources[..., None], 3, axis=-1))
@@ -288,12 +287,8 @@ def decode(name: str, sources, size: int, mode: str, *, progress=None, num_worke
     def work(i: int) -> None:
         src = sources[i]
         try:
-            if isinstance(sources, np.ndarray):
-                img = Image.fromarray(src)
-            else:
-                with Image.open(src) as opened:
-                    img = opened.convert("RGB")
-            out[i] = np.asarray(_resized(img.convert("RGB"), size, mode), dtype=np.uint8)
+            with Image.fromarray(src) if isinstance(sources, np.ndarray) else Image.open(src) as img:
+                out[i] = np.asarray(_resized(img.convert("RGB"), size, mode), dtype=np.uint8)
         except FileNotFoundError:
             raise data_error(name, f"image {src} not found") from None
         except (UnidentifiedImageError, OSError, ValueError) as exc:
@@ -301,8 +296,6 @@ def decode(name: str, sources, size: int, mode: str, *, progress=None, num_worke
 
     workers = num_workers if num_workers is not None else min(8, os.cpu_count() or 1)
     show = progress if progress is not None else n >= PROGRESS_MIN_IMAGES
-    from tqdm.auto import tqdm
-
     pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 and n > 1 else None
     try:
         with tqdm(total=n, desc=desc or f"decoding {name}", unit="img", disable=not show, leave=False) as bar:
@@ -315,21 +308,18 @@ def decode(name: str, sources, size: int, mode: str, *, progress=None, num_worke
 
 
 # --------------------------------------------------------------------------------------------- the loader
-def _check_options(name: str, opts: dict) -> None:
-    size, mode = opts["image_size"], opts["resize_mode"]
+def _check_options(req: Request) -> None:
+    size, frac = req.opt("image_size"), req.opt("val_fraction", VAL_FRACTION)
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"dataset {name}: image_size must be a positive integer, got {size!r}")
-    if mode not in RESIZE_MODES:
-        raise ValueError(f"dataset {name}: resize_mode must be one of {RESIZE_MODES}, got {mode!r}")
-    if opts.get("val_split", "auto") not in VAL_SPLIT_MODES:
-        raise ValueError(f"dataset {name}: val_split must be one of {VAL_SPLIT_MODES}, got {opts['val_split']!r}")
-    frac = opts.get("val_fraction", VAL_FRACTION)
+        raise ValueError(f"dataset {req.name}: image_size must be a positive integer, got {size!r}")
+    req.choice("resize_mode", RESIZE_MODES)
+    req.choice("val_split", VAL_SPLIT_MODES)
     if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac < 1:
-        raise ValueError(f"dataset {name}: val_fraction must be in (0, 1), got {frac!r}")
+        raise ValueError(f"dataset {req.name}: val_fraction must be in (0, 1), got {frac!r}")
 
 
 def _check_counts(name: str, spec: Spec, parts: Parts, opts: dict) -> None:
-    found, where, what = parts.count
+    found, where, what = len(parts.classes) if parts.found is None else parts.found, parts.where, parts.what
     strict, explicit = opts.get("strict", True), opts.get("expected_classes")
     expected = explicit if explicit is not None else (spec.classes if strict else None)
     if found < 1:
@@ -354,31 +344,27 @@ def load(name: str, root, image_size: int = 224, seed: int = 0, **options) -> di
     if unknown:
         raise TypeError(f"load_{name.replace('-', '_')}() got unexpected option(s) {unknown}")
     opts = {"image_size": image_size, "resize_mode": spec.resize, **options}
-    _check_options(name, opts)
+    req = Request(name, pathlib.Path(os.path.expanduser(str(root or ""))), int(seed), opts)
+    _check_options(req)
     size, mode = int(image_size), opts["resize_mode"]
     if root is None or str(root) == "":
         raise data_error(name, "no data root given (config key dataset.root)")
-    root = pathlib.Path(os.path.expanduser(str(root)))
-    if not root.is_dir():
-        raise data_error(name, f"data root {root} not found")
-    parts = spec.source(Request(name, root, int(seed), opts))
+    if not req.root.is_dir():
+        raise data_error(name, f"data root {req.root} not found")
+    parts = spec.source(req)
     _check_counts(name, spec, parts, opts)
     source = pathlib.Path(parts.info["source"])
     files = {s: [os.path.relpath(p, source).replace(os.sep, "/") for p in srcs]
              for s, (srcs, _) in parts.splits.items() if not isinstance(srcs, np.ndarray)}
     files.update(parts.info.pop("files", {}))
     if spec.val:
-        parts.info["val_split"] = _resolve_val(name, parts, files, opts.get("val_split", "auto"), seed,
-                                               opts.get("val_fraction", VAL_FRACTION), opts.get("val_permutation"),
-                                               spec.val)
+        parts.info["val_split"] = _resolve_val(name, parts, files, opts, seed, spec.val)
     classes = [str(c) for c in parts.classes]
     result = {"name": name, "modality": "image", "classes": classes}
-    if parts.classnames is not None:
-        result["classnames"] = list(parts.classnames)
-    extra = {}
-    for split in ("train", "val", "test"):
-        if split not in parts.splits:
-            continue
+    if spec.classnames is not None:
+        result["classnames"] = list(spec.classnames(name, classes))
+    info = {**parts.info, "seed": int(seed), "image_size": size, "resize": _RESIZE_TEXT[mode]}
+    for split in (s for s in ("train", "val", "test") if s in parts.splits):
         sources, labels = parts.splits[split]
         labels = [int(y) for y in labels]
         if any(not 0 <= y < len(classes) for y in labels):
@@ -393,10 +379,9 @@ def load(name: str, root, image_size: int = 224, seed: int = 0, **options) -> di
         if parts.postprocess is not None:
             images = parts.postprocess(images)
         result[split] = {"images": images, "label": labels}
-        extra.update({f"num_{split}": len(labels), f"per_class_{split}": [int(c) for c in per_class]})
+        info.update({f"num_{split}": len(labels), f"per_class_{split}": [int(c) for c in per_class]})
         if split != "train":
-            extra[f"classes_without_{split}"] = empty
-    info = {**parts.info, "seed": int(seed), "image_size": size, "resize": _RESIZE_TEXT[mode], **extra}
+            info[f"classes_without_{split}"] = empty
     if files:
         info["files"] = files
     result["info"] = info
