@@ -13,22 +13,11 @@ from __future__ import annotations
 
 from lorm.data.vision import knots_sets as _knots  # noqa: F401 - registers the KnOTS sets
 from lorm.data.vision import lorm_sets as _lorm  # noqa: F401 - registers the paper's sets
-from lorm.data.vision._common import REGISTRY, dispatch, make_loader
+from lorm.data.vision._common import REGISTRY, make_loaders
 
 NAMES = ("cifar100", "imagenet-r", "imagenet-a", "eurosat", "cub200", "cars196")
 #: Number of classes of the real data sets (asserted when ``strict=True``; the split sizes: ``REGISTRY[n].sizes``).
 EXPECTED_CLASSES = {n: REGISTRY[n].classes for n in NAMES}
-LOADERS = {n: make_loader(n) for n in NAMES}
-#: Classes per task (spec 9.2): task t holds the next TASK_SPLITS[name][t] classes of the natural order.
-TASK_SPLITS = {"cifar100": [10] * 10, "imagenet-r": [20] * 10, "imagenet-a": [20] * 10, "eurosat": [2] * 5,
-               "cub200": [20] * 10, "cars196": [20] * 9 + [16]}
+LOADERS, load_vision_dataset = make_loaders(NAMES, "vision dataset")
 load_cifar100, load_imagenet_r, load_imagenet_a, load_eurosat, load_cub200, load_cars196 = LOADERS.values()
 
-
-def load_vision_dataset(name: str, root, image_size: int = 224, seed: int = 0, **options) -> dict:
-    """Dispatch to ``LOADERS[name]``; options the loader does not know are ignored."""
-    return dispatch(LOADERS, "vision dataset", name, root, image_size=image_size, seed=seed, **options)
-
-
-__all__ = ["EXPECTED_CLASSES", "LOADERS", "TASK_SPLITS", "load_cars196", "load_cifar100", "load_cub200",
-           "load_eurosat", "load_imagenet_a", "load_imagenet_r", "load_vision_dataset"]

@@ -14,7 +14,7 @@ import os
 import pathlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
@@ -33,7 +33,6 @@ _VAL = ("val_split", "val_fraction", "val_permutation")
 
 @dataclass
 class Spec:
-    name: str
     source: Callable
     layout: str
     url: str
@@ -52,7 +51,7 @@ REGISTRY: dict[str, Spec] = {}
 def register(name, *, layout, url, classes, sizes=None, options=(), resize="stretch", val=None, classnames=None):
     def wrap(source):
         opts = _COMMON + tuple(options) + (_VAL if val else ())
-        REGISTRY[name] = Spec(name, source, layout, url, classes, dict(sizes or {}), opts, resize, val, classnames)
+        REGISTRY[name] = Spec(source, layout, url, classes, dict(sizes or {}), opts, resize, val, classnames)
         return source
     return wrap
 
@@ -89,8 +88,7 @@ def read_lines(name: str, path: pathlib.Path) -> list[str]:
 
 @dataclass
 class Parts:
-    """What a source returns; the class-count check reports ``found`` (default: the number of classes) ``what`` in
-    ``where``."""
+    """A source's result; the class-count check reports ``found`` (default: len(classes)) ``what`` in ``where``."""
     classes: list
     splits: dict
     info: dict
@@ -106,7 +104,7 @@ class Request:
     name: str
     root: pathlib.Path
     seed: int
-    options: dict = field(default_factory=dict)
+    options: dict
 
     def opt(self, key, default=None):
         return self.options.get(key, default)
@@ -163,8 +161,7 @@ class Request:
         return list(ds.classes), [p for p, _ in ds.samples], [index[ds.classes[y]] for y in ds.targets]
 
     def split_folders(self, folder: pathlib.Path, **info) -> Parts:
-        """ImageFolder splits ``folder/{train,[val,]test}/<class>/*``: labels = the sorted train class folders, whose
-        names the val/test folders must use."""
+        """ImageFolder splits ``folder/{train,[val,]test}/<class>/*``, labelled by the sorted train class folders."""
         classes, *train = self.image_folder(folder / "train")
         self.require(folder / "test")
         splits = {"train": tuple(train)}
@@ -175,7 +172,6 @@ class Request:
                                        **info}, folder / "train")
 
 
-# --------------------------------------------------------------------------------------------- validation split
 def val_size(n: int, fraction: float = VAL_FRACTION) -> int:
     """floor(fraction * n), exactly (0.2 * 26,032 -> 5,206)."""
     return math.floor(Fraction(fraction).limit_denominator(1_000_000) * int(n))
@@ -259,16 +255,14 @@ def _resolve_val(name, parts: Parts, files: dict, opts: dict, seed, default: str
     return info
 
 
-# --------------------------------------------------------------------------------------------- decoding
 def _resized(img, size: int, mode: str):
     """Bicubic resize of a PIL image: to size x size ("stretch", torchvision Resize((s, s))), or shorter side
     to size then centre crop ("center_crop", torchvision Resize(s) + CenterCrop(s))."""
     w, h = img.size
     if mode == "stretch":
-        return img if (w, h) == (size, size) else img.resize((size, size), _BICUBIC)
+        return img.resize((size, size), _BICUBIC)  # PIL returns a copy when the size is already right
     new_w, new_h = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
-    if (new_w, new_h) != (w, h):
-        img = img.resize((new_w, new_h), _BICUBIC)
+    img = img.resize((new_w, new_h), _BICUBIC)
     top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
     return img.crop((left, top, left + size, top + size))
 
@@ -307,11 +301,12 @@ def decode(name: str, sources, size: int, mode: str, *, progress=None, num_worke
     return out
 
 
-# --------------------------------------------------------------------------------------------- the loader
 def _check_options(req: Request) -> None:
-    size, frac = req.opt("image_size"), req.opt("val_fraction", VAL_FRACTION)
+    size, frac, k = req.opt("image_size"), req.opt("val_fraction", VAL_FRACTION), req.opt("partition", 1)
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
         raise ValueError(f"dataset {req.name}: image_size must be a positive integer, got {size!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= 10:
+        raise ValueError(f"dataset {req.name}: partition must be an integer in 1..10, got {k!r}")
     req.choice("resize_mode", RESIZE_MODES)
     req.choice("val_split", VAL_SPLIT_MODES)
     if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac < 1:
@@ -337,8 +332,7 @@ def _check_counts(name: str, spec: Spec, parts: Parts, opts: dict) -> None:
 
 
 def load(name: str, root, image_size: int = 224, seed: int = 0, **options) -> dict:
-    """The Dataset dict of a registered data set: ``{"name", "modality": "image", "classes", ["classnames",]
-    "train", ["val",] "test": {"images": uint8 (N, S, S, 3), "label": [int]}, "info"}``."""
+    """The Dataset dict of a registered data set (see :mod:`lorm.data.vision`; "classnames" and "val" where set)."""
     spec = REGISTRY[name]
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
@@ -363,7 +357,8 @@ def load(name: str, root, image_size: int = 224, seed: int = 0, **options) -> di
     result = {"name": name, "modality": "image", "classes": classes}
     if spec.classnames is not None:
         result["classnames"] = list(spec.classnames(name, classes))
-    info = {**parts.info, "seed": int(seed), "image_size": size, "resize": _RESIZE_TEXT[mode]}
+    info = {"split": "official train / test", **parts.info,  # "split": unless the source says otherwise
+            "seed": int(seed), "image_size": size, "resize": _RESIZE_TEXT[mode]}
     for split in (s for s in ("train", "val", "test") if s in parts.splits):
         sources, labels = parts.splits[split]
         labels = [int(y) for y in labels]
@@ -397,10 +392,14 @@ def make_loader(name: str) -> Callable:
     return loader
 
 
-def dispatch(names, what: str, name: str, root, image_size: int = 224, seed: int = 0, **options) -> dict:
-    """``load(name, ...)`` for a name among ``names``; options the loader does not know (or None) are ignored
-    (config dicts carry keys of every data set)."""
-    if name not in names:
-        raise KeyError(f"unknown {what} {name!r}; available: {', '.join(names)}")
-    kwargs = {k: v for k, v in options.items() if k in REGISTRY[name].options and v is not None}
-    return load(name, root, image_size=image_size, seed=seed, **kwargs)
+def make_loaders(names, what: str) -> tuple[dict, Callable]:
+    """``{name: load_<name>}`` of ``names``, and the loader of any of them by name."""
+    loaders = {n: make_loader(n) for n in names}
+
+    def load_by_name(name: str, root, image_size: int = 224, seed: int = 0, **options) -> dict:
+        """``load_<name>(root, ...)``, ignoring options it does not know or set to None (config dicts hold all)."""
+        if name not in loaders:
+            raise KeyError(f"unknown {what} {name!r}; available: {', '.join(loaders)}")
+        kwargs = {k: v for k, v in options.items() if k in REGISTRY[name].options and v is not None}
+        return load(name, root, image_size=image_size, seed=seed, **kwargs)
+    return loaders, load_by_name

@@ -3,9 +3,8 @@
 Loaders as in :mod:`lorm.data.vision` (RESISC45 read by hand), plus a "val" split and the ``"classnames"`` of the
 CLIP heads (:mod:`lorm.models.clip_classnames`); default ``resize_mode="center_crop"`` (the KnOTS CLIP geometry).
 ``val_split``: "auto" (own val split for DTD and RESISC45, else the test permutation), "official" (own val split or
-DataError) or "test-permutation": val = the first floor(0.2 N) of ``default_rng(seed).permutation(N)`` of the
-official test set, test = the rest (NOT the official permutation: pass its ``<ds>_shuffled_idxs.pt`` as
-``val_permutation``). ``strict`` checks the test size before the val cut.
+DataError) or "test-permutation" (:func:`permuted_val_split` of the official test set: seeded, unless
+``val_permutation`` names e.g. the official ``<ds>_shuffled_idxs.pt``). ``strict`` checks the test size before the cut.
 """
 
 from __future__ import annotations
@@ -16,13 +15,11 @@ import re
 
 import numpy as np
 
-from lorm.data.vision._common import (REGISTRY, VAL_FRACTION, VAL_SPLIT_MODES, Parts, carve_val, dispatch, first,
-                                      list_dirs, make_loader, permuted_val_split, read_lines, register, val_size)
+from lorm.data.vision._common import (REGISTRY, VAL_FRACTION, Parts, carve_val, first, list_dirs, make_loaders,
+                                      read_lines, register)
+from lorm.data.vision._common import permuted_val_split, val_size  # noqa: F401 - re-exported (mergebench, tests)
 from lorm.models.clip_classnames import classnames_for
 
-#: Expected (val, test) sizes after the default 20 % split, spec 8.2 table (for reference and tests).
-KNOTS_VAL_TEST_SIZES = {"gtsrb": (2_526, 10_104), "mnist": (2_000, 8_000), "sun397": (3_970, 15_880),
-                        "svhn": (5_206, 20_826), "cars196": (1_608, 6_433)}
 _DIGITS = [str(d) for d in range(10)]
 
 
@@ -42,7 +39,7 @@ def _mnist(req) -> Parts:
     req.require(*(raw / f"{s}-{kind}-ubyte" for s in ("train", "t10k") for kind in ("images-idx3", "labels-idx1")))
     sets = {s: req.tv("MNIST", str(root), train=s == "train") for s in ("train", "test")}
     splits = {s: (d.data.numpy(), d.targets.tolist()) for s, d in sets.items()}
-    info = {"source": str(raw), "layout": "MNIST IDX files", "split": "official train / test"}
+    info = {"source": str(raw), "layout": "MNIST IDX files"}
     return Parts(_DIGITS, splits, info, raw / "train-labels-idx1-ubyte", "digit classes", len(set(splits["train"][1])))
 
 
@@ -63,8 +60,7 @@ def _svhn(req) -> Parts:
     req.require(folder / "train_32x32.mat", folder / "test_32x32.mat")
     sets = {s: req.tv(AnySVHN, str(folder), split=s) for s in ("train", "test")}
     splits = {s: (np.ascontiguousarray(d.data.transpose(0, 2, 3, 1)), d.labels.tolist()) for s, d in sets.items()}
-    info = {"source": str(folder), "layout": "SVHN cropped digits (.mat)", "split": "official train / test",
-            "label_map": "y == 10 -> 0"}
+    info = {"source": str(folder), "layout": "SVHN cropped digits (.mat)", "label_map": "y == 10 -> 0"}
     return Parts(_DIGITS, splits, info, folder / "train_32x32.mat", "digit classes", len(set(splits["train"][1])))
 
 
@@ -93,16 +89,9 @@ def _gtsrb(req) -> Parts:
     files = {s: [os.path.relpath(p, d).replace(os.sep, "/") for p in splits[s][0]]
              for s, d in (("train", train_dir), ("test", test_dir))}
     info = {"source": str(base / "GTSRB"), "layout": "GTSRB Training/<ClassId>/*.ppm + Final_Test/Images + "
-            "GT-final_test.csv", "split": "official train / test", "class_ids": [int(f) for f in folders],
-            "test_csv": str(base / "GT-final_test.csv"), "label_order": "sorted ClassId folders", "files": files}
+            "GT-final_test.csv", "class_ids": [int(f) for f in folders], "test_csv": str(base / "GT-final_test.csv"),
+            "label_order": "sorted ClassId folders", "files": files}
     return Parts(folders, splits, info, train_dir)
-
-
-def _layout_args(req) -> tuple[str, int]:
-    layout, k = req.choice("layout", ("auto", "official", "folders")), req.opt("partition", 1)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= 10:
-        raise ValueError(f"dataset {req.name}: partition must be an integer in 1..10, got {k!r}")
-    return layout, int(k)
 
 
 @knots("dtd", classes=47, options=("layout", "partition", "download"), val="official",
@@ -112,7 +101,7 @@ def _layout_args(req) -> tuple[str, int]:
 def _dtd(req) -> Parts:
     """Labels = sorted class folders of images/ (ImageFolder order); val = the official ``val<k>.txt`` / ``val/``.
     Note: task-vectors' own DTD code evaluates on the ``val/`` folder; here "test" is ``test/``."""
-    layout, k = _layout_args(req)
+    layout, k = req.choice("layout", ("auto", "official", "folders")), int(req.opt("partition", 1))
     folders = req.find("dtd", test=lambda c: (c / "train").is_dir()) if layout != "official" else None
     if folders is not None:
         return req.split_folders(folders)
@@ -179,7 +168,7 @@ def _resisc45(req) -> Parts:
 def _sun397(req) -> Parts:
     """Official: classes in ClassName.txt order (``/a/abbey``), train / test = the partition files; val (spec 8.2) =
     a cut of the test permutation even when a ``val/`` folder exists (``val_split="official"`` uses that folder)."""
-    layout, k = _layout_args(req)
+    layout, k = req.choice("layout", ("auto", "official", "folders")), int(req.opt("partition", 1))
     sun = req.find("SUN397", test=lambda c: (c / "ClassName.txt").is_file()) if layout != "folders" else None
     if sun is None and req.opt("download") and layout != "folders":
         sun = req.root / "SUN397"  # torchvision SUN397 fetches it (the partition files are not part of it)
@@ -213,16 +202,10 @@ def _sun397(req) -> Parts:
     return Parts(classes, splits, info, sun / "ClassName.txt", "classes")
 
 
-# --------------------------------------------------------------------------------------------- public API
 KNOTS_NAMES = ("dtd", "gtsrb", "mnist", "resisc45", "sun397", "svhn")
 KNOTS_EXPECTED_CLASSES = {n: REGISTRY[n].classes for n in KNOTS_NAMES}
-KNOTS_LOADERS = {n: make_loader(n) for n in KNOTS_NAMES}
+KNOTS_LOADERS, load_knots_dataset = make_loaders(KNOTS_NAMES, "KnOTS vision dataset")
 load_dtd, load_gtsrb, load_mnist, load_resisc45, load_sun397, load_svhn = KNOTS_LOADERS.values()
-
-
-def load_knots_dataset(name: str, root, image_size: int = 224, seed: int = 0, **options) -> dict:
-    """Dispatch to ``KNOTS_LOADERS[name]``; options the loader does not know (or None) are ignored."""
-    return dispatch(KNOTS_LOADERS, "KnOTS vision dataset", name, root, image_size=image_size, seed=seed, **options)
 
 
 def add_val_split(ds: dict, seed: int = 0, fraction: float = VAL_FRACTION, permutation=None) -> dict:
@@ -241,7 +224,3 @@ def add_val_split(ds: dict, seed: int = 0, fraction: float = VAL_FRACTION, permu
     out.setdefault("classnames", classnames_for(name, info.get("class_folders") or ds.get("classes", [])))
     return out
 
-
-__all__ = ["KNOTS_EXPECTED_CLASSES", "KNOTS_LOADERS", "KNOTS_VAL_TEST_SIZES", "VAL_FRACTION", "VAL_SPLIT_MODES",
-           "add_val_split", "load_dtd", "load_gtsrb", "load_knots_dataset", "load_mnist", "load_resisc45",
-           "load_sun397", "load_svhn", "permuted_val_split", "val_size"]

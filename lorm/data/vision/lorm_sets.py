@@ -80,7 +80,6 @@ def _cifar100(req) -> Parts:
     return Parts(sets["train"].classes, splits, info, base / "meta", "classes")
 
 
-# --------------------------------------------------------------------------------------------- split files
 def _from_lists(req, base, rows: dict, listing, classes=None):
     """(classes, {split: (paths, labels)}) of split-file rows ``{split: [(path, label)]}``; paths may carry any
     prefix up to ``<base name>/``. With ``classes`` (the class folders) the label is the folder's index, else the
@@ -297,6 +296,5 @@ def _cars196(req) -> Parts:
                 base / "cars_test_annos_withlabels.mat", base / "cars_test")
     sets = {s: req.tv("StanfordCars", str(base.parent), split=s) for s in ("train", "test")}
     splits = {s: ([p for p, _ in d._samples], [int(y) for _, y in d._samples]) for s, d in sets.items()}
-    classes = [str(c) for c in sets["train"].classes]
     info = {"source": str(base), "layout": "Stanford Cars devkit (.mat annotations)", "split": "official devkit"}
-    return Parts(classes, splits, info, base / "devkit" / "cars_meta.mat", "classes")
+    return Parts(sets["train"].classes, splits, info, base / "devkit" / "cars_meta.mat", "classes")
