@@ -12,12 +12,15 @@ import pytest
 from PIL import Image
 
 from lorm.data import DataError
-from lorm.data.vision.knots_sets import (CLASSNAMES, GTSRB_CLASSNAMES, KNOTS_EXPECTED_CLASSES, KNOTS_LOADERS,
-                                         KNOTS_VAL_TEST_SIZES, add_val_split, classnames_for, load_dtd, load_gtsrb,
+from lorm.data.vision.knots_sets import (KNOTS_EXPECTED_CLASSES, KNOTS_LOADERS, add_val_split, load_dtd, load_gtsrb,
                                          load_knots_dataset, load_mnist, load_resisc45, load_sun397, load_svhn,
                                          permuted_val_split, val_size)
+from lorm.models.clip_classnames import CLASSNAMES, GTSRB_CLASSNAMES, classnames_for
 
 S = 16  # working resolution of the loader tests
+#: Expected (val, test) sizes after the default 20 % split, spec 8.2 table.
+KNOTS_VAL_TEST_SIZES = {"gtsrb": (2_526, 10_104), "mnist": (2_000, 8_000), "sun397": (3_970, 15_880),
+                        "svhn": (5_206, 20_826), "cars196": (1_608, 6_433)}
 
 
 # --------------------------------------------------------------------------------------------- helpers

@@ -14,10 +14,10 @@ from PIL import Image
 
 from lorm.data import DataError
 from lorm.data.datasets import DATASETS, build_dataset, load_dataset, save_dataset
-from lorm.data.partition import class_incremental_split
+from lorm.data.partition import TASK_SPLITS, class_incremental_split
 from lorm.data import transforms as T
-from lorm.data.vision import (EXPECTED_CLASSES, TASK_SPLITS, load_cars196, load_cifar100, load_cub200, load_eurosat,
-                              load_imagenet_a, load_imagenet_r)
+from lorm.data.vision import (EXPECTED_CLASSES, load_cars196, load_cifar100, load_cub200, load_eurosat, load_imagenet_a,
+                              load_imagenet_r)
 
 S = 16  # working resolution of the loader tests
 

@@ -26,6 +26,9 @@ from lorm.data import DataError, PartitionError
 
 PARTITION_KEYS = ("beta", "seed", "num_clients", "min_samples", "class_order", "tasks")
 TASK_KEYS = ("classes", "train", "test", "redraws")
+#: Classes per task of the paper's image data sets (spec 9.2): the ``task_sizes`` of :func:`class_incremental_split`.
+TASK_SPLITS = {"cifar100": [10] * 10, "imagenet-r": [20] * 10, "imagenet-a": [20] * 10, "eurosat": [2] * 5,
+               "cub200": [20] * 10, "cars196": [20] * 9 + [16]}
 
 
 def _is_int(x) -> bool:

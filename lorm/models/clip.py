@@ -7,8 +7,8 @@
   (:data:`CLIP_VISION_TARGETS`; ViT-B/32: 12 layers -> 48 matrices 768x768).  The text tower, embeddings,
   LayerNorms and ``visual_projection`` stay pre-trained and are never merged.
 * :func:`text_head` -- the zero-shot classification head built from the text tower and the prompt templates
-  (:data:`CLIP_TEMPLATES`): per class, mean of the L2-normalised template embeddings, re-normalised, times the
-  logit scale (100).  Frozen, never merged.
+  (:data:`CLIP_TEMPLATES`; the class names of the KnOTS tasks: :mod:`lorm.models.clip_classnames`): per class, mean
+  of the L2-normalised template embeddings, re-normalised, times the logit scale (100).  Frozen, never merged.
 * :func:`joint_head` and :func:`hits_at_k` -- the union ("joint") label space of spec 9.2 and its metric.
 
 Backbones (see :func:`backbone_specs` / ``BACKBONE_SPECS``):

@@ -1,23 +1,20 @@
 """The one assembly path of every vision loader: registry, layout errors, torchvision calls, decoding, splits.
 
-A data set is registered once with :func:`register` (its layout text, class count, official split sizes, options,
-default resize) and a *source* function ``source(req) -> Parts``: the class ids, per split (train, test and, if
-the layout has one, val) a list of PIL-openable paths or a uint8 pixel array with the labels, and the info. Most
-sources wrap a ``torchvision.datasets`` class (:meth:`Request.tv`); :func:`load` then does everything else: option
-and argument checks, class-count and split-size checks, the validation split, threaded decoding (PIL,
-``convert("RGB")``, bicubic resize) into uint8 (N, S, S, 3) arrays and the Dataset dict.
+Each data set registers (:func:`register`) a source ``source(req: Request) -> Parts`` (class ids; per split, image
+paths or a uint8 array, and labels); :func:`load` does the checks, the validation split, threaded decoding and the
+Dataset dict.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
 import os
 import pathlib
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
@@ -36,7 +33,6 @@ _VAL = ("val_split", "val_fraction", "val_permutation")
 
 @dataclass
 class Spec:
-    name: str
     source: Callable
     layout: str
     url: str
@@ -45,16 +41,17 @@ class Spec:
     options: tuple
     resize: str
     val: str | None  # None: train/test only; else the default val policy ("official" or "test-permutation")
+    classnames: Callable | None  # (name, class ids) -> readable names, returned as ds["classnames"]
 
 
 #: name -> Spec; filled by the loader modules (each data set registered once).
 REGISTRY: dict[str, Spec] = {}
 
 
-def register(name, *, layout, url, classes, sizes=None, options=(), resize="stretch", val=None):
+def register(name, *, layout, url, classes, sizes=None, options=(), resize="stretch", val=None, classnames=None):
     def wrap(source):
         opts = _COMMON + tuple(options) + (_VAL if val else ())
-        REGISTRY[name] = Spec(name, source, layout, url, classes, dict(sizes or {}), opts, resize, val)
+        REGISTRY[name] = Spec(source, layout, url, classes, dict(sizes or {}), opts, resize, val, classnames)
         return source
     return wrap
 
@@ -69,6 +66,10 @@ def data_error(name: str, what: str) -> DataError:
     return DataError(one_line(f"dataset {name}: {what}; expected the {spec.layout} (download: {spec.url})"))
 
 
+def read_error(name: str, path, exc: Exception) -> DataError:
+    return DataError(one_line(f"dataset {name}: cannot read {path}: {exc}"))
+
+
 def first(candidates, test=os.path.exists):
     return next((c for c in candidates if test(c)), None)
 
@@ -81,18 +82,19 @@ def read_lines(name: str, path: pathlib.Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(one_line(f"dataset {name}: cannot read {path}: {exc}")) from None
+        raise read_error(name, path, exc) from None
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 @dataclass
 class Parts:
-    """What a source returns. ``count`` = (number of classes found, where, what) for the class-count check."""
+    """A source's result; the class-count check reports ``found`` (default: len(classes)) ``what`` in ``where``."""
     classes: list
     splits: dict
     info: dict
-    count: tuple
-    classnames: list | None = None
+    where: pathlib.Path
+    what: str = "class folders"
+    found: int | None = None
     postprocess: Callable | None = None
 
 
@@ -102,23 +104,37 @@ class Request:
     name: str
     root: pathlib.Path
     seed: int
-    options: dict = field(default_factory=dict)
+    options: dict
 
     def opt(self, key, default=None):
         return self.options.get(key, default)
 
+    def choice(self, key: str, allowed: tuple):
+        """The option ``key`` (default "auto"), which must be one of ``allowed``."""
+        value = self.opt(key, "auto")
+        if value not in allowed:
+            raise ValueError(f"dataset {self.name}: {key} must be one of {allowed}, got {value!r}")
+        return value
+
     def error(self, what: str) -> DataError:
         return data_error(self.name, what)
 
-    def require(self, *paths: pathlib.Path, test=os.path.exists) -> None:
+    def find(self, *names: str, test=os.path.exists):
+        """The first of ``root/<name>`` and the root itself (when called like one of ``names``) passing ``test``."""
+        return first([self.root / n for n in names] + ([self.root] if self.root.name in names else []), test)
+
+    def require(self, *paths: pathlib.Path) -> None:
         """DataError naming the first missing path (skipped with ``download=True``: torchvision fetches them)."""
         if not self.opt("download"):
-            missing = first(paths, lambda p: not test(p))
+            missing = first(paths, lambda p: not p.exists())
             if missing is not None:
                 raise self.error(f"{missing} not found")
 
     def tv(self, cls, *args, **kwargs):
-        """A torchvision dataset, never downloading unless ``download=True``; its errors become a DataError."""
+        """A ``torchvision.datasets`` class (or its name) instantiated, never downloading unless ``download=True``;
+        its errors become a DataError."""
+        if isinstance(cls, str):
+            cls = getattr(importlib.import_module("torchvision.datasets"), cls)
         if self.opt("download") and "download" in inspect.signature(cls).parameters:
             kwargs["download"] = True
         try:
@@ -133,9 +149,7 @@ class Request:
     def image_folder(self, folder: pathlib.Path, classes=None):
         """(its classes, paths, labels) of ImageFolder ``folder/<class>/*``; with ``classes`` (e.g. the train
         folders) its folders must be among them and the labels index them. Empty class folders are an error."""
-        from torchvision.datasets import ImageFolder
-
-        ds = self.tv(ImageFolder, str(folder), allow_empty=True)
+        ds = self.tv("ImageFolder", str(folder), allow_empty=True)
         unknown = sorted(set(ds.classes) - set(classes or ds.classes))
         if unknown:
             raise self.error(f"{folder} holds class folder(s) {unknown[:3]} missing from the train folder")
@@ -146,10 +160,8 @@ class Request:
         index = {c: i for i, c in enumerate(classes or ds.classes)}
         return list(ds.classes), [p for p, _ in ds.samples], [index[ds.classes[y]] for y in ds.targets]
 
-
     def split_folders(self, folder: pathlib.Path, **info) -> Parts:
-        """ImageFolder splits ``folder/{train,[val,]test}/<class>/*``: labels = the sorted train class folders, whose
-        names the val/test folders must use."""
+        """ImageFolder splits ``folder/{train,[val,]test}/<class>/*``, labelled by the sorted train class folders."""
         classes, *train = self.image_folder(folder / "train")
         self.require(folder / "test")
         splits = {"train": tuple(train)}
@@ -157,28 +169,9 @@ class Request:
             if (folder / split).is_dir():
                 splits[split] = tuple(self.image_folder(folder / split, classes)[1:])
         return Parts(classes, splits, {"source": str(folder), "split": "folders", "label_order": "sorted class folders",
-                                       **info}, (len(classes), folder / "train", "class folders"))
+                                       **info}, folder / "train")
 
 
-def seeded_split(items: Sequence[str], key: str, seed: int, train_fraction: float, test_fraction: float):
-    """Deterministic per-class split of the sorted ``items``: (train items, test items), each in sorted order.
-
-    The permutation is drawn from ``default_rng([seed, crc32(key)])``, so a class's split depends only on the
-    seed, the class key and its files. Sizes are rounded half up and clamped so that both splits get at least one
-    item; the rest (``1 - train - test``) is dropped.
-    """
-    items = sorted(items)
-    n = len(items)
-    if n < 2:
-        raise ValueError(f"class {key!r} has {n} image(s); a train/test split needs at least 2")
-    n_train = max(1, math.floor(n * train_fraction + 0.5))
-    n_test = max(1, math.floor(n * test_fraction + 0.5))
-    n_train = min(n_train, n - n_test)
-    perm = np.random.default_rng([int(seed), zlib.crc32(key.encode("utf-8"))]).permutation(n)
-    return [items[i] for i in sorted(perm[n_test:n_test + n_train])], [items[i] for i in sorted(perm[:n_test])]
-
-
-# --------------------------------------------------------------------------------------------- validation split
 def val_size(n: int, fraction: float = VAL_FRACTION) -> int:
     """floor(fraction * n), exactly (0.2 * 26,032 -> 5,206)."""
     return math.floor(Fraction(fraction).limit_denominator(1_000_000) * int(n))
@@ -188,8 +181,7 @@ def _load_permutation(name: str, source, n: int) -> np.ndarray:
     """A permutation of 0..n-1 from an array-like or a file (.pt via torch.load(weights_only=True), .npy, text)."""
     where = "val_permutation"
     if isinstance(source, (str, os.PathLike)):
-        path = pathlib.Path(os.path.expanduser(str(source)))
-        where = str(path)
+        path = where = pathlib.Path(os.path.expanduser(str(source)))
         if not path.is_file():
             raise DataError(f"dataset {name}: val_permutation file {path} not found (a .pt/.npy/.txt permutation "
                             f"of the official test indices)")
@@ -202,7 +194,7 @@ def _load_permutation(name: str, source, n: int) -> np.ndarray:
                 source = np.load(path, allow_pickle=False) if path.suffix == ".npy" else \
                     np.array(path.read_text(encoding="utf-8").replace(",", " ").split(), dtype=np.int64)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is a one-line data error
-            raise DataError(one_line(f"dataset {name}: cannot read {path}: {exc}")) from None
+            raise read_error(name, path, exc) from None
     perm = np.asarray(source)
     if perm.ndim != 1 or perm.size != n or not np.issubdtype(perm.dtype, np.integer) or \
             not np.array_equal(np.sort(perm), np.arange(n)):
@@ -224,7 +216,8 @@ def permuted_val_split(n: int, seed: int = 0, fraction: float = VAL_FRACTION, pe
     else:
         perm = _load_permutation(name, permutation, int(n))
         given = permutation if isinstance(permutation, (str, os.PathLike)) else "array"
-        method = f"given permutation of the official test set ({given}); val = first floor({fraction} N), test = the rest"
+        method = (f"given permutation of the official test set ({given}); val = first floor({fraction} N), "
+                  f"test = the rest")
     k = val_size(n, fraction)
     return perm[:k], perm[k:], method
 
@@ -244,9 +237,9 @@ def carve_val(name, splits: dict, files: dict, seed, fraction, permutation) -> d
             "test_index": [int(i) for i in test_idx]}
 
 
-def _resolve_val(name, parts: Parts, files: dict, policy: str, seed, fraction, permutation, default: str) -> dict:
+def _resolve_val(name, parts: Parts, files: dict, opts: dict, seed, default: str) -> dict:
     """Apply the ``val_split`` policy (own val split of the layout, or a cut of the test permutation)."""
-    has_own = "val" in parts.splits
+    policy, has_own = opts.get("val_split", "auto"), "val" in parts.splits
     if (policy == "official" or (policy == "auto" and default == "official")) and has_own:
         return {"method": "official", "description": "the data set's own validation split"}
     if policy == "official":
@@ -254,23 +247,22 @@ def _resolve_val(name, parts: Parts, files: dict, policy: str, seed, fraction, p
                                "or 'test-permutation')")
     parts.splits.pop("val", None)
     files.pop("val", None)
-    info = carve_val(name, parts.splits, files, seed, fraction, permutation)
+    info = carve_val(name, parts.splits, files, seed, opts.get("val_fraction", VAL_FRACTION),
+                     opts.get("val_permutation"))
     info["reason"] = ("val_split='test-permutation'" if policy == "test-permutation" else
                       "no official validation split in this layout" if default == "official" else
                       "spec 8.2: no official validation split")
     return info
 
 
-# --------------------------------------------------------------------------------------------- decoding
 def _resized(img, size: int, mode: str):
     """Bicubic resize of a PIL image: to size x size ("stretch", torchvision Resize((s, s))), or shorter side
     to size then centre crop ("center_crop", torchvision Resize(s) + CenterCrop(s))."""
     w, h = img.size
     if mode == "stretch":
-        return img if (w, h) == (size, size) else img.resize((size, size), _BICUBIC)
+        return img.resize((size, size), _BICUBIC)  # PIL returns a copy when the size is already right
     new_w, new_h = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
-    if (new_w, new_h) != (w, h):
-        img = img.resize((new_w, new_h), _BICUBIC)
+    img = img.resize((new_w, new_h), _BICUBIC)
     top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
     return img.crop((left, top, left + size, top + size))
 
@@ -279,6 +271,7 @@ def decode(name: str, sources, size: int, mode: str, *, progress=None, num_worke
     """uint8 (N, size, size, 3) from a list of image paths (decoded by ``num_workers`` threads) or from a uint8
     pixel array (N, H, W[, 3]). Missing or unreadable files raise a one-line DataError."""
     from PIL import Image, UnidentifiedImageError
+    from tqdm.auto import tqdm
 
     if isinstance(sources, np.ndarray) and sources.shape[1:3] == (size, size):  # no resampling needed
         return np.ascontiguousarray(sources if sources.ndim == 4 else np.repeat(sources[..., None], 3, axis=-1))
@@ -288,12 +281,8 @@ def decode(name: str, sources, size: int, mode: str, *, progress=None, num_worke
     def work(i: int) -> None:
         src = sources[i]
         try:
-            if isinstance(sources, np.ndarray):
-                img = Image.fromarray(src)
-            else:
-                with Image.open(src) as opened:
-                    img = opened.convert("RGB")
-            out[i] = np.asarray(_resized(img.convert("RGB"), size, mode), dtype=np.uint8)
+            with Image.fromarray(src) if isinstance(sources, np.ndarray) else Image.open(src) as img:
+                out[i] = np.asarray(_resized(img.convert("RGB"), size, mode), dtype=np.uint8)
         except FileNotFoundError:
             raise data_error(name, f"image {src} not found") from None
         except (UnidentifiedImageError, OSError, ValueError) as exc:
@@ -301,8 +290,6 @@ def decode(name: str, sources, size: int, mode: str, *, progress=None, num_worke
 
     workers = num_workers if num_workers is not None else min(8, os.cpu_count() or 1)
     show = progress if progress is not None else n >= PROGRESS_MIN_IMAGES
-    from tqdm.auto import tqdm
-
     pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 and n > 1 else None
     try:
         with tqdm(total=n, desc=desc or f"decoding {name}", unit="img", disable=not show, leave=False) as bar:
@@ -314,22 +301,20 @@ def decode(name: str, sources, size: int, mode: str, *, progress=None, num_worke
     return out
 
 
-# --------------------------------------------------------------------------------------------- the loader
-def _check_options(name: str, opts: dict) -> None:
-    size, mode = opts["image_size"], opts["resize_mode"]
+def _check_options(req: Request) -> None:
+    size, frac, k = req.opt("image_size"), req.opt("val_fraction", VAL_FRACTION), req.opt("partition", 1)
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"dataset {name}: image_size must be a positive integer, got {size!r}")
-    if mode not in RESIZE_MODES:
-        raise ValueError(f"dataset {name}: resize_mode must be one of {RESIZE_MODES}, got {mode!r}")
-    if opts.get("val_split", "auto") not in VAL_SPLIT_MODES:
-        raise ValueError(f"dataset {name}: val_split must be one of {VAL_SPLIT_MODES}, got {opts['val_split']!r}")
-    frac = opts.get("val_fraction", VAL_FRACTION)
+        raise ValueError(f"dataset {req.name}: image_size must be a positive integer, got {size!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= 10:
+        raise ValueError(f"dataset {req.name}: partition must be an integer in 1..10, got {k!r}")
+    req.choice("resize_mode", RESIZE_MODES)
+    req.choice("val_split", VAL_SPLIT_MODES)
     if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac < 1:
-        raise ValueError(f"dataset {name}: val_fraction must be in (0, 1), got {frac!r}")
+        raise ValueError(f"dataset {req.name}: val_fraction must be in (0, 1), got {frac!r}")
 
 
 def _check_counts(name: str, spec: Spec, parts: Parts, opts: dict) -> None:
-    found, where, what = parts.count
+    found, where, what = len(parts.classes) if parts.found is None else parts.found, parts.where, parts.what
     strict, explicit = opts.get("strict", True), opts.get("expected_classes")
     expected = explicit if explicit is not None else (spec.classes if strict else None)
     if found < 1:
@@ -347,38 +332,34 @@ def _check_counts(name: str, spec: Spec, parts: Parts, opts: dict) -> None:
 
 
 def load(name: str, root, image_size: int = 224, seed: int = 0, **options) -> dict:
-    """The Dataset dict of a registered data set: ``{"name", "modality": "image", "classes", ["classnames",]
-    "train", ["val",] "test": {"images": uint8 (N, S, S, 3), "label": [int]}, "info"}``."""
+    """The Dataset dict of a registered data set (see :mod:`lorm.data.vision`; "classnames" and "val" where set)."""
     spec = REGISTRY[name]
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
         raise TypeError(f"load_{name.replace('-', '_')}() got unexpected option(s) {unknown}")
     opts = {"image_size": image_size, "resize_mode": spec.resize, **options}
-    _check_options(name, opts)
+    req = Request(name, pathlib.Path(os.path.expanduser(str(root or ""))), int(seed), opts)
+    _check_options(req)
     size, mode = int(image_size), opts["resize_mode"]
     if root is None or str(root) == "":
         raise data_error(name, "no data root given (config key dataset.root)")
-    root = pathlib.Path(os.path.expanduser(str(root)))
-    if not root.is_dir():
-        raise data_error(name, f"data root {root} not found")
-    parts = spec.source(Request(name, root, int(seed), opts))
+    if not req.root.is_dir():
+        raise data_error(name, f"data root {req.root} not found")
+    parts = spec.source(req)
     _check_counts(name, spec, parts, opts)
     source = pathlib.Path(parts.info["source"])
     files = {s: [os.path.relpath(p, source).replace(os.sep, "/") for p in srcs]
              for s, (srcs, _) in parts.splits.items() if not isinstance(srcs, np.ndarray)}
     files.update(parts.info.pop("files", {}))
     if spec.val:
-        parts.info["val_split"] = _resolve_val(name, parts, files, opts.get("val_split", "auto"), seed,
-                                               opts.get("val_fraction", VAL_FRACTION), opts.get("val_permutation"),
-                                               spec.val)
+        parts.info["val_split"] = _resolve_val(name, parts, files, opts, seed, spec.val)
     classes = [str(c) for c in parts.classes]
     result = {"name": name, "modality": "image", "classes": classes}
-    if parts.classnames is not None:
-        result["classnames"] = list(parts.classnames)
-    extra = {}
-    for split in ("train", "val", "test"):
-        if split not in parts.splits:
-            continue
+    if spec.classnames is not None:
+        result["classnames"] = list(spec.classnames(name, classes))
+    info = {"split": "official train / test", **parts.info,  # "split": unless the source says otherwise
+            "seed": int(seed), "image_size": size, "resize": _RESIZE_TEXT[mode]}
+    for split in (s for s in ("train", "val", "test") if s in parts.splits):
         sources, labels = parts.splits[split]
         labels = [int(y) for y in labels]
         if any(not 0 <= y < len(classes) for y in labels):
@@ -393,10 +374,9 @@ def load(name: str, root, image_size: int = 224, seed: int = 0, **options) -> di
         if parts.postprocess is not None:
             images = parts.postprocess(images)
         result[split] = {"images": images, "label": labels}
-        extra.update({f"num_{split}": len(labels), f"per_class_{split}": [int(c) for c in per_class]})
+        info.update({f"num_{split}": len(labels), f"per_class_{split}": [int(c) for c in per_class]})
         if split != "train":
-            extra[f"classes_without_{split}"] = empty
-    info = {**parts.info, "seed": int(seed), "image_size": size, "resize": _RESIZE_TEXT[mode], **extra}
+            info[f"classes_without_{split}"] = empty
     if files:
         info["files"] = files
     result["info"] = info
@@ -412,10 +392,14 @@ def make_loader(name: str) -> Callable:
     return loader
 
 
-def dispatch(names, what: str, name: str, root, image_size: int = 224, seed: int = 0, **options) -> dict:
-    """``load(name, ...)`` for a name among ``names``; options the loader does not know (or None) are ignored
-    (config dicts carry keys of every data set)."""
-    if name not in names:
-        raise KeyError(f"unknown {what} {name!r}; available: {', '.join(names)}")
-    kwargs = {k: v for k, v in options.items() if k in REGISTRY[name].options and v is not None}
-    return load(name, root, image_size=image_size, seed=seed, **kwargs)
+def make_loaders(names, what: str) -> tuple[dict, Callable]:
+    """``{name: load_<name>}`` of ``names``, and the loader of any of them by name."""
+    loaders = {n: make_loader(n) for n in names}
+
+    def load_by_name(name: str, root, image_size: int = 224, seed: int = 0, **options) -> dict:
+        """``load_<name>(root, ...)``, ignoring options it does not know or set to None (config dicts hold all)."""
+        if name not in loaders:
+            raise KeyError(f"unknown {what} {name!r}; available: {', '.join(loaders)}")
+        kwargs = {k: v for k, v in options.items() if k in REGISTRY[name].options and v is not None}
+        return load(name, root, image_size=image_size, seed=seed, **kwargs)
+    return loaders, load_by_name

@@ -1,36 +1,34 @@
 """Sources of the six data sets of the paper (CIFAR-100, ImageNet-R/-A, EuroSAT, CUB-200, Cars-196).
 
-CIFAR-100, Cars and the class folders (ImageNet-R/-A, EuroSAT) are read by ``torchvision.datasets``; the split files
-the loaders accept on top (Mammoth's ImageNet-R yaml, ``{train,test}.txt``, the CoOp EuroSAT json) and the seeded
-per-class splits are applied to those sample lists. CUB-200-2011 has no torchvision reader and is read here.
+Read by ``torchvision.datasets`` (CUB-200-2011 by hand); the optional split files (Mammoth's ImageNet-R yaml,
+``{train,test}.txt``, the CoOp EuroSAT json) or a seeded per-class split are applied to the sample lists.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import math
 import pathlib
 import pickle
 import re
+import zlib
 
 import numpy as np
 
-from lorm.data import DataError
-from lorm.data.vision._common import Parts, first, one_line, read_lines, register, seeded_split
+from lorm.data.vision._common import Parts, first, one_line, read_error, read_lines, register
 
-_ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-            ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-            ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-            ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+#: What a CIFAR pickle may load (old pickles name numpy.core, which numpy >= 2 keeps in numpy._core).
+_ALLOWED = {("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
+            ("numpy._core.numeric", "_frombuffer"), ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
-        if (module, name) not in _ALLOWED:
+        new = "numpy._core" + module[len("numpy.core"):] if module.startswith("numpy.core") else module
+        if (new, name) not in _ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR pickle")
-        if module.startswith("numpy.core"):  # old pickles; numpy >= 2 keeps the code in numpy._core
-            module = "numpy._core" + module[len("numpy.core"):]
-        return getattr(importlib.import_module(module), name)
+        return getattr(importlib.import_module(new), name)
 
 
 def _safe_pickle(path):
@@ -38,16 +36,14 @@ def _safe_pickle(path):
         with open(path, "rb") as fh:
             return _NumpyOnlyUnpickler(fh, encoding="latin1").load()
     except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
-        raise DataError(one_line(f"dataset cifar100: cannot read {path}: {exc}")) from None
+        raise read_error("cifar100", path, exc) from None
 
 
-def _under(req, folder: str, marker: str = "", alternatives=()) -> pathlib.Path:
-    """``root/<folder>`` (or an alternative), or the root itself when it is named like one of them."""
-    names = (folder, *alternatives)
-    cands = [req.root / n for n in names] + ([req.root] if req.root.name in names else [])
-    found = first(cands, lambda c: (c / marker).exists())
+def _under(req, *names: str, marker: str = "") -> pathlib.Path:
+    """``root/<name>`` of the first of ``names`` holding ``marker``, or the root itself when it is named so."""
+    found = req.find(*names, test=lambda c: (c / marker).exists())
     if found is None:
-        raise req.error(f"{req.root / folder / marker} not found".replace("/ not found", " not found"))
+        raise req.error(f"{req.root / names[0] / marker} not found".replace("/ not found", " not found"))
     return found
 
 
@@ -55,7 +51,7 @@ def _under(req, folder: str, marker: str = "", alternatives=()) -> pathlib.Path:
           layout="CIFAR-100 python layout <root>/cifar-100-python/{train,test,meta} (read by torchvision CIFAR100)",
           url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz, or download=True")
 def _cifar100(req) -> Parts:
-    from torchvision.datasets import CIFAR100
+    from torchvision.datasets import CIFAR100  # subclassed below
 
     checked = set()
 
@@ -80,33 +76,22 @@ def _cifar100(req) -> Parts:
     req.require(base / "meta", base / "train", base / "test")
     sets = {s: req.tv(SafeCIFAR100, str(base.parent), train=s == "train") for s in ("train", "test")}
     splits = {s: (np.ascontiguousarray(d.data), list(d.targets)) for s, d in sets.items()}
-    return Parts(sets["train"].classes, splits, {"source": str(base), "layout": "cifar-100-python pickles",
-                                                 "split": "official train/test"},
-                 (len(sets["train"].classes), base / "meta", "classes"))
-
-
-# --------------------------------------------------------------------------------------------- split files
-def _pair(req, base, train_name, test_name):
-    """(train, test) split files when both exist, None when neither; DataError when only one does."""
-    tr, te = base / train_name, base / test_name
-    if tr.is_file() != te.is_file():
-        raise req.error(f"{te if tr.is_file() else tr} not found (its counterpart exists)")
-    return (tr, te) if tr.is_file() else None
+    info = {"source": str(base), "layout": "cifar-100-python pickles", "split": "official train/test"}
+    return Parts(sets["train"].classes, splits, info, base / "meta", "classes")
 
 
 def _from_lists(req, base, rows: dict, listing, classes=None):
     """(classes, {split: (paths, labels)}) of split-file rows ``{split: [(path, label)]}``; paths may carry any
     prefix up to ``<base name>/``. With ``classes`` (the class folders) the label is the folder's index, else the
     rows' labels must be 0..C-1, one class folder each. Every file must exist, none be in both splits."""
-    rels = {}
-    for split, items in rows.items():
-        rels[split] = []
-        for raw, _ in items:
-            parts = pathlib.PurePosixPath(str(raw).strip().replace("\\", "/")).parts
-            parts = parts[len(parts) - parts[::-1].index(base.name):] if base.name in parts else parts
-            if len(parts) < 2:
-                raise req.error(f"split entry {raw!r} in {listing} is not <class folder>/<file>")
-            rels[split].append("/".join(parts))
+    def rel(raw) -> str:
+        parts = pathlib.PurePosixPath(str(raw).strip().replace("\\", "/")).parts
+        parts = parts[len(parts) - parts[::-1].index(base.name):] if base.name in parts else parts
+        if len(parts) < 2:
+            raise req.error(f"split entry {raw!r} in {listing} is not <class folder>/<file>")
+        return "/".join(parts)
+
+    rels = {split: [rel(raw) for raw, _ in items] for split, items in rows.items()}
     pairs = [(rel.split("/")[0], t) for s in rows for rel, (_, t) in zip(rels[s], rows[s])]
     if classes is not None:
         unknown = sorted({c for c, _ in pairs} - set(classes))
@@ -149,25 +134,21 @@ def _yaml_rows(req, path) -> list:
 
 
 def _seeded(req, classes, paths, labels, fractions) -> dict:
-    """Per-class seeded split (_common.seeded_split) of the ImageFolder samples, keyed by the class folder."""
+    """Per-class (train, test) split of the ImageFolder samples in sorted file order: ``default_rng([seed, crc32(class
+    folder)])`` permutes a class's sorted files; sizes round half up, at least one image each, the rest is dropped."""
     out = {"train": ([], []), "test": ([], [])}
     for label, c in enumerate(classes):
-        own = [p for p, y in zip(paths, labels) if y == label]
-        try:
-            parts = seeded_split([pathlib.Path(p).name for p in own], c, req.seed, *fractions)
-        except ValueError as exc:
-            raise req.error(f"{pathlib.Path(own[0]).parent}: {exc}") from None
-        folder = pathlib.Path(own[0]).parent
-        for split, names in zip(("train", "test"), parts):
-            out[split][0].extend(str(folder / n) for n in names)
-            out[split][1].extend([label] * len(names))
+        own = sorted(pathlib.Path(p) for p, y in zip(paths, labels) if y == label)
+        n = len(own)
+        if n < 2:
+            raise req.error(f"{own[0].parent}: class {c!r} has {n} image(s); a train/test split needs at least 2")
+        n_test = max(1, math.floor(n * fractions[1] + 0.5))
+        n_train = min(max(1, math.floor(n * fractions[0] + 0.5)), n - n_test)
+        perm = np.random.default_rng([req.seed, zlib.crc32(c.encode("utf-8"))]).permutation(n)
+        for split, idx in (("train", perm[n_test:n_test + n_train]), ("test", perm[:n_test])):
+            out[split][0].extend(str(own[i]) for i in sorted(idx))
+            out[split][1].extend([label] * len(idx))
     return out
-
-
-def _check_mode(req, allowed):
-    if req.opt("split", "auto") not in allowed:
-        raise ValueError(f"dataset {req.name}: split must be one of {allowed}, got {req.opt('split')!r}")
-    return req.opt("split", "auto")
 
 
 def _descriptions(base: pathlib.Path, classes) -> list[str]:
@@ -177,14 +158,16 @@ def _descriptions(base: pathlib.Path, classes) -> list[str]:
     return [names.get(c, c) for c in classes]
 
 
-# --------------------------------------------------------------------------------------------- ImageNet-R / -A
 _SPLIT_FILES = {"mammoth": ("imagenet-r_train.yaml", "imagenet-r_test.yaml"), "files": ("train.txt", "test.txt")}
+_SPLIT_MODES = {"imagenet-r": ("auto", "mammoth", "files", "seeded"),
+                "imagenet-a": ("auto", "folders", "files", "seeded")}
 
 
-def _imagenet(req, modes) -> Parts:
+def _imagenet(req) -> Parts:
     """Class folders (ImageFolder, labels = sorted wnids); split: ImageNet-A's {train,test}/ folders, Mammoth's
     ImageNet-R yaml (which defines the labels), {train,test}.txt, or a seeded per-class 80/20 split."""
-    mode = _check_mode(req, modes)
+    modes = _SPLIT_MODES[req.name]
+    mode = req.choice("split", modes)
     base = _under(req, req.name)
     info = {"source": str(base), "layout": f"{req.name}/<wnid>/*", "label_order": "sorted wnids"}
     has_folders = "folders" in modes and (base / "train").is_dir() and (base / "test").is_dir()
@@ -195,12 +178,14 @@ def _imagenet(req, modes) -> Parts:
         parts.info["class_descriptions"] = _descriptions(base, parts.classes)
         return parts
     classes, paths, labels = req.image_folder(base)
-    count = (len(classes), base, "class folders")
+    found = len(classes)
     for kind in (k for k in ("mammoth", "files") if k in modes and mode in ("auto", k)):
-        pair = _pair(req, base, *_SPLIT_FILES[kind])
-        if pair is None and mode == kind:
-            raise req.error(f"{base / _SPLIT_FILES[kind][0]} not found (split={mode!r})")
-        if pair is not None:
+        pair = [base / f for f in _SPLIT_FILES[kind]]  # train and test split files: both or neither
+        if pair[0].is_file() != pair[1].is_file():
+            raise req.error(f"{pair[0] if pair[1].is_file() else pair[1]} not found (its counterpart exists)")
+        if not pair[0].is_file() and mode == kind:
+            raise req.error(f"{pair[0]} not found (split={mode!r})")
+        if pair[0].is_file():
             reader, known = (_yaml_rows, None) if kind == "mammoth" else (_txt_rows, classes)
             rows = {split: reader(req, path) for split, path in zip(("train", "test"), pair)}
             classes, splits = _from_lists(req, base, rows, pair[0], known)
@@ -212,39 +197,28 @@ def _imagenet(req, modes) -> Parts:
         splits = _seeded(req, classes, paths, labels, (0.8, 0.2))
         info["split"] = f"seeded per-class 80/20 (seed={req.seed})"
     info["class_descriptions"] = _descriptions(base, classes)
-    return Parts(classes, splits, info, count)
+    return Parts(classes, splits, info, base, found=found)
 
 
-@register("imagenet-r", classes=200, options=("split",),
-          layout="ImageNet-R layout <root>/imagenet-r/<wnid>/*.jpg (200 class folders, read by torchvision "
-                 "ImageFolder; optional split files imagenet-r_{train,test}.yaml of Mammoth or {train,test}.txt)",
-          url="https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar")
-def _imagenet_r(req) -> Parts:
-    return _imagenet(req, ("auto", "mammoth", "files", "seeded"))
+register("imagenet-r", classes=200, options=("split",),
+         layout="ImageNet-R layout <root>/imagenet-r/<wnid>/*.jpg (200 class folders, read by torchvision "
+                "ImageFolder; optional split files imagenet-r_{train,test}.yaml of Mammoth or {train,test}.txt)",
+         url="https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar")(_imagenet)
+register("imagenet-a", classes=200, options=("split",),
+         layout="ImageNet-A layout <root>/imagenet-a/<wnid>/*.jpg (200 class folders) or <root>/imagenet-a/"
+                "{train,test}/<wnid>/*.jpg (torchvision ImageFolder; optional split files {train,test}.txt)",
+         url="https://people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar")(_imagenet)
 
 
-@register("imagenet-a", classes=200, options=("split",),
-          layout="ImageNet-A layout <root>/imagenet-a/<wnid>/*.jpg (200 class folders) or "
-                 "<root>/imagenet-a/{train,test}/<wnid>/*.jpg (torchvision ImageFolder; optional split files "
-                 "{train,test}.txt)",
-          url="https://people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar")
-def _imagenet_a(req) -> Parts:
-    return _imagenet(req, ("auto", "folders", "files", "seeded"))
-
-
-# --------------------------------------------------------------------------------------------- EuroSAT
 @register("eurosat", classes=10, options=("split", "download"),
-          layout="EuroSAT RGB layout <root>/EuroSAT_RGB/<ClassName>/*.jpg or torchvision's <root>/eurosat/2750/ "
-                 "(10 class folders, read by torchvision ImageFolder; optional CoOp split <root>/EuroSAT_RGB/"
-                 "split.json or split_zhou_EuroSAT.json)",
+          layout="EuroSAT RGB layout <root>/EuroSAT_RGB/<ClassName>/*.jpg or torchvision's <root>/eurosat/2750/ (10 "
+                 "class folders, ImageFolder; optional CoOp split EuroSAT_RGB/split.json or split_zhou_EuroSAT.json)",
           url="https://zenodo.org/records/7711810/files/EuroSAT_RGB.zip, or download=True (torchvision EuroSAT)")
 def _eurosat(req) -> Parts:
-    mode = _check_mode(req, ("auto", "json", "seeded"))
+    mode = req.choice("split", ("auto", "json", "seeded"))
     if req.opt("download") and not any((req.root / d).is_dir() for d in ("EuroSAT_RGB", "eurosat/2750")):
-        from torchvision.datasets import EuroSAT
-
-        req.tv(EuroSAT, str(req.root))
-    base = _under(req, "EuroSAT_RGB", alternatives=("eurosat/2750", "2750", "eurosat/EuroSAT_RGB"))
+        req.tv("EuroSAT", str(req.root))
+    base = _under(req, "EuroSAT_RGB", "eurosat/2750", "2750", "eurosat/EuroSAT_RGB")
     folders, paths, labels = req.image_folder(base)
     cands = (base / "split.json", base / "split_zhou_EuroSAT.json", base.parent / "split_zhou_EuroSAT.json")
     json_path = first(cands) if mode in ("auto", "json") else None
@@ -255,7 +229,7 @@ def _eurosat(req) -> Parts:
         splits = _seeded(req, folders, paths, labels, (0.5, 0.3))  # CoOp proportions; the 20 % val is dropped
         info.update(split=f"seeded per-class 50/20/30 train/val(dropped)/test (seed={req.seed})",
                     class_folders=folders, label_order="sorted folder names")
-        return Parts(folders, splits, info, (len(folders), base, "class folders"))
+        return Parts(folders, splits, info, base)
     try:
         doc = json.loads(json_path.read_text(encoding="utf-8"))
         rows = {s: [(str(e[0]), int(e[1]), str(e[2])) for e in doc[s]] for s in ("train", "test")}
@@ -267,10 +241,9 @@ def _eurosat(req) -> Parts:
     classes = [names[t] for t in range(len(names))]
     info.update(split="coop-json (train/test; val dropped)", split_files=[str(json_path)], label_order="json labels",
                 val_dropped=len(doc.get("val") or []), class_folders=class_folders)
-    return Parts(classes, splits, info, (len(folders), base, "class folders"))
+    return Parts(classes, splits, info, base, found=len(folders))
 
 
-# --------------------------------------------------------------------------------------------- CUB-200-2011
 def _id_table(req, path, as_int=True) -> dict:
     out = {}
     for line in read_lines(req.name, path):
@@ -286,10 +259,9 @@ def _id_table(req, path, as_int=True) -> dict:
           layout="CUB-200-2011 layout <root>/CUB_200_2011/{images.txt,image_class_labels.txt,train_test_split.txt,"
                  "classes.txt,images/<class>/<file>.jpg}", url="https://www.vision.caltech.edu/datasets/cub_200_2011/")
 def _cub200(req) -> Parts:
-    """No torchvision reader: images.txt, image_class_labels.txt (1-based), train_test_split.txt (1 = train) and
-    classes.txt, in image-id order. ``cub_int8_wrap`` (spec Q5) applies the official loader's int8 cast,
-    (256 - x) mod 256, to the decoded uint8 images."""
-    base = _under(req, "CUB_200_2011", "images.txt")
+    """No torchvision reader: the txt files (1-based labels, 1 = train) in image-id order. ``cub_int8_wrap`` (spec
+    Q5) applies the official loader's int8 cast, (256 - x) mod 256, to the decoded uint8 images."""
+    base = _under(req, "CUB_200_2011", marker="images.txt")
     names = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt")
     req.require(*(base / n for n in names))
     paths, labels, is_train, class_names = (_id_table(req, base / n, n != "images.txt" and n != "classes.txt")
@@ -309,25 +281,20 @@ def _cub200(req) -> Parts:
     wrap = bool(req.opt("cub_int8_wrap", False))
     info = {"source": str(base), "layout": "CUB_200_2011 txt files + images/", "cub_int8_wrap": wrap,
             "split": "official train_test_split.txt"}
-    return Parts([class_names[c] for c in sorted(class_names)], splits, info,
-                 (len(class_names), base / "classes.txt", "classes"),
+    return Parts([class_names[c] for c in sorted(class_names)], splits, info, base / "classes.txt", "classes",
                  postprocess=(lambda x: np.negative(x, out=x)) if wrap else None)
 
 
-# --------------------------------------------------------------------------------------------- Cars-196
 @register("cars196", classes=196, sizes={"train": 8_144, "test": 8_041}, resize="center_crop",
           layout="Stanford Cars layout of torchvision StanfordCars <root>/stanford_cars/{cars_train/*.jpg,"
                  "cars_test/*.jpg,devkit/cars_train_annos.mat,devkit/cars_meta.mat,cars_test_annos_withlabels.mat} "
                  "(needs scipy)", url="https://ai.stanford.edu/~jkrause/cars/car_dataset.html (offline; use a mirror)")
 def _cars196(req) -> Parts:
     """Official devkit split; centre crop by default (fed-mammoth ``seq-cars``); bounding boxes unused."""
-    from torchvision.datasets import StanfordCars
-
     base = req.root if req.root.name == "stanford_cars" else req.root / "stanford_cars"
     req.require(base / "devkit" / "cars_meta.mat", base / "devkit" / "cars_train_annos.mat", base / "cars_train",
                 base / "cars_test_annos_withlabels.mat", base / "cars_test")
-    sets = {s: req.tv(StanfordCars, str(base.parent), split=s) for s in ("train", "test")}
+    sets = {s: req.tv("StanfordCars", str(base.parent), split=s) for s in ("train", "test")}
     splits = {s: ([p for p, _ in d._samples], [int(y) for _, y in d._samples]) for s, d in sets.items()}
-    classes = [str(c) for c in sets["train"].classes]
     info = {"source": str(base), "layout": "Stanford Cars devkit (.mat annotations)", "split": "official devkit"}
-    return Parts(classes, splits, info, (len(classes), base / "devkit" / "cars_meta.mat", "classes"))
+    return Parts(sets["train"].classes, splits, info, base / "devkit" / "cars_meta.mat", "classes")
