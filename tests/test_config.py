@@ -61,7 +61,7 @@ def test_defaults_filled_nested():
                               "knots-ties", "knots-dare-ties"]
     assert cfg["method_params"] == {}
     assert cfg["dataset"] == {"name": "wordnet40", "root": None, "train_per_class": 40, "test_per_class": 12,
-                              "seed": 0, "max_length": 32, "image_size": 32, "preprocessing": "intended",
+                              "evaluate_on": "test", "seed": 0, "max_length": 32, "image_size": 32, "preprocessing": "intended",
                               "cub_int8_wrap": False, "strict": True}
     assert cfg["fcil"]["rounds"] == 3 and cfg["fcil"]["betas"] == [0.5] and cfg["fcil"]["class_order"] == "natural"
     assert cfg["model"]["lora_rank"] == 4 and cfg["model"]["lora_targets"] is None
@@ -91,7 +91,7 @@ def test_every_key_has_description_and_default_and_no_extra_keys():
     schema = load_schema()
     assert schema["$schema"].endswith("2020-12/schema")
     leaves = _leaf_keys(schema)
-    assert len(leaves) == 120  # 7 top-level keys + 113 keys in 18 sections
+    assert len(leaves) == 121  # 7 top-level keys + 114 keys in 18 sections
     for key, sub in leaves:
         assert sub.get("description"), key
         assert "default" in sub, key
