@@ -61,7 +61,7 @@ def test_defaults_filled_nested():
                               "knots-ties", "knots-dare-ties"]
     assert cfg["method_params"] == {}
     assert cfg["dataset"] == {"name": "wordnet40", "root": None, "train_per_class": 40, "test_per_class": 12,
-                              "seed": 0, "max_length": 32, "image_size": 32, "preprocessing": "intended",
+                              "evaluate_on": "test", "seed": 0, "max_length": 32, "image_size": 32, "preprocessing": "intended",
                               "cub_int8_wrap": False, "strict": True}
     assert cfg["fcil"]["rounds"] == 3 and cfg["fcil"]["betas"] == [0.5] and cfg["fcil"]["class_order"] == "natural"
     assert cfg["model"]["lora_rank"] == 4 and cfg["model"]["lora_targets"] is None
@@ -91,7 +91,7 @@ def test_every_key_has_description_and_default_and_no_extra_keys():
     schema = load_schema()
     assert schema["$schema"].endswith("2020-12/schema")
     leaves = _leaf_keys(schema)
-    assert len(leaves) == 120  # 7 top-level keys + 113 keys in 18 sections
+    assert len(leaves) == 121  # 7 top-level keys + 114 keys in 18 sections
     for key, sub in leaves:
         assert sub.get("description"), key
         assert "default" in sub, key
@@ -531,14 +531,47 @@ def test_paper_settings_spot_checks_against_the_spec_table():
     assert cifar["pilora"] == {**load_config()["pilora"], "lr": 0.02, "lr_back": 1e-4}
 
 
+def _lr_variants_only(variants: dict) -> None:
+    """Every variant is L2P, CODA-P or PILoRA with another `lr` of its own section, nothing else."""
+    sections = {"l2p": "l2p", "coda-p": "coda", "pilora": "pilora"}
+    for name, variant in variants.items():
+        base = variant["of"]
+        assert set(variant) == {"of", sections[base]} and set(variant[sections[base]]) == {"lr"}, name
+        assert name == f"{base}-lr{variant[sections[base]]['lr']:.0e}".replace("e-0", "e-"), name
+
+
 def test_baselines_config_only_adds_the_baselines_to_the_default():
-    """config/baselines.yaml merged over config/config.yaml (as Snakemake does) = the default + twelve methods."""
+    """config/baselines.yaml merged over config/config.yaml (as Snakemake does) = the default + the baselines, a
+    CPU synthesis budget for TARGET, and the lr variants chosen on validation by config/lr-sweep.yaml."""
     from lorm.methods.names import FULL_FINETUNING
 
     default = load_config(REPO / "config" / "config.yaml")
     extra = yaml.safe_load((REPO / "config" / "baselines.yaml").read_text())
-    assert set(extra) == {"methods"}
+    assert set(extra) <= {"methods", "target", "variants"}
+    variants = extra.get("variants") or {}
     assert extra["methods"] == (default["methods"] + ["ties", "dare-ties"] + list(FULL_FINETUNING)
-                                + ["pilora", "l2p", "coda-p"])
+                                + ["pilora", "l2p", "coda-p"] + list(variants))
+    _lr_variants_only(variants)
+    # TARGET: a smaller synthesis budget only (rounds, generator steps, warm-up, student steps)
+    assert set(extra["target"]) == {"syn_rounds", "g_steps", "warmup", "student_kd_steps"}
+    assert extra["target"]["warmup"] < extra["target"]["syn_rounds"]  # the adversarial term and student KD run
     merged = load_config(REPO / "config" / "config.yaml", extra)
-    assert {k: v for k, v in merged.items() if k != "methods"} == {k: v for k, v in default.items() if k != "methods"}
+    changed = ("methods", "target", "variants")
+    assert {k: v for k, v in merged.items() if k not in changed} == {k: v for k, v in default.items()
+                                                                      if k not in changed}
+
+
+def test_lr_sweep_config_changes_only_the_split_the_name_and_the_lr():
+    """config/lr-sweep.yaml: the default's data, partition and schedule, evaluated on validation."""
+    default = load_config(REPO / "config" / "config.yaml")
+    extra = yaml.safe_load((REPO / "config" / "lr-sweep.yaml").read_text())
+    assert set(extra) == {"experiment", "dataset", "methods", "variants"} and extra["dataset"] == {
+        "evaluate_on": "validation"}
+    assert set(extra["methods"]) == {"l2p", "coda-p", "pilora"} | set(extra["variants"])
+    _lr_variants_only(extra["variants"])
+    merged = load_config(REPO / "config" / "config.yaml", extra)
+    assert merged["experiment"] != default["experiment"]  # its own results folder
+    assert {**merged["dataset"], "evaluate_on": "test"} == default["dataset"]
+    changed = ("experiment", "dataset", "methods", "variants")
+    assert {k: v for k, v in merged.items() if k not in changed} == {k: v for k, v in default.items()
+                                                                      if k not in changed}

@@ -191,6 +191,37 @@ def test_build_fabricated_counts_split_and_determinism(fake_dir):
     assert other["train"]["label"] == ds["train"]["label"]
 
 
+def test_validation_split_is_disjoint_from_train_and_test(fake_dir):
+    test_ds = build_wordnet40(fake_dir, train_per_class=4, test_per_class=2, seed=3)
+    val_ds = build_wordnet40(fake_dir, train_per_class=4, test_per_class=2, seed=3, evaluate_on="validation")
+    assert val_ds["info"]["evaluated_split"] == "validation" and test_ds["info"]["evaluated_split"] == "test"
+
+    def by_class(split):
+        out = {}
+        for t, y in zip(split["text"], split["label"]):
+            out.setdefault(y, []).append(t)
+        return out
+
+    train_t, test_t = by_class(test_ds["train"]), by_class(test_ds["test"])
+    train_v, val = by_class(val_ds["train"]), by_class(val_ds["test"])
+    for cid, cname in enumerate(WORDNET40_CLASSES):
+        v = set(val.get(cid, []))
+        assert not v & set(test_t[cid]) and not v & set(train_v[cid])  # never a test or training text
+        if cname in ("noun.motive", "verb.weather"):  # 4 / 3 texts: none left after test + train
+            assert len(train_v[cid]) >= 1 and set(train_v[cid]) | v == set(train_t[cid])
+        else:  # the training texts are exactly those of the test setting
+            assert train_v[cid] == train_t[cid] and len(v) == 2
+    with pytest.raises(ValueError, match="evaluate_on"):
+        build_wordnet40(fake_dir, 4, 2, seed=3, evaluate_on="train")
+
+
+def test_validation_only_for_wordnet40():
+    from lorm.data.datasets import build_dataset
+
+    with pytest.raises(DataError, match="dataset.evaluate_on: validation is implemented for wordnet40 only"):
+        build_dataset({"name": "synthetic-images", "evaluate_on": "validation"})
+
+
 def test_split_sizes_rule():
     assert wordnet._split_sizes(100, 40, 12) == (40, 12)
     assert wordnet._split_sizes(42, 40, 12) == (32, 10)

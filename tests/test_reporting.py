@@ -105,6 +105,18 @@ def test_table_numbers(tmp_path, runs):
     assert ",," in raw[3]
 
 
+def test_table_says_when_runs_were_evaluated_on_validation(tmp_path):
+    items = [_metrics(m, 0) for m in ("lorm", "fedavg-lora")]
+    for item in items:
+        item["config"]["dataset"] = {"evaluate_on": "validation"}
+    paths = [_write(tmp_path / "val", m) for m in items]
+    write_tables(paths, str(tmp_path / "val.csv"), str(tmp_path / "val.md"))
+    assert "**Evaluated on the validation split**" in (tmp_path / "val.md").read_text()
+    test_paths = [_write(tmp_path / "test", _metrics(m, 0)) for m in ("lorm", "fedavg-lora")]
+    write_tables(test_paths, str(tmp_path / "test.csv"), str(tmp_path / "test.md"))
+    assert "validation" not in (tmp_path / "test.md").read_text()
+
+
 def test_table_markdown(tmp_path, runs):
     paths, items = runs
     md = tmp_path / "main.md"

@@ -34,6 +34,7 @@ def _build_wordnet40(cfg: dict) -> dict:
         train_per_class=cfg.get("train_per_class", 40),
         test_per_class=cfg.get("test_per_class", 12),
         seed=cfg.get("seed", 0),
+        evaluate_on=cfg.get("evaluate_on", "test"),
     )
 
 
@@ -83,6 +84,11 @@ def build_dataset(cfg_dataset: dict) -> dict:
     if builder is None:
         raise DataError(f"unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}")
     cfg = {k: v for k, v in cfg_dataset.items() if v is not None}
+    if cfg.pop("evaluate_on", "test") != "test":
+        if name != "wordnet40":
+            raise DataError(f"dataset.evaluate_on: validation is implemented for wordnet40 only, not {name}; "
+                            f"set dataset.evaluate_on: test")
+        cfg["evaluate_on"] = "validation"
     return builder(cfg)
 
 

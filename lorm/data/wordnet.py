@@ -19,6 +19,10 @@ Decisions (documented here and in ``info`` of the built dataset):
   ``test_per_class`` go to test, the next ``train_per_class`` to train. A class with fewer than
   ``train_per_class + test_per_class`` definitions (noun.motive: 42) is split in the ratio train:test,
   ``n_test = floor(n * test / (train + test) + 1/2)`` clipped to [1, n - 1]. Actual counts are in ``info``.
+* ``evaluate_on="validation"`` (hyperparameter tuning) replaces the test split by a validation split that is
+  disjoint from both: per class the next ``n_test`` texts of the same permutation after the training texts; a
+  small class with too few left takes the shortfall from the end of its training texts (at least one stays).
+  Training texts are unchanged otherwise, and the test texts are not returned at all.
 * Output order is class-major (class id order), inside a class the permuted order.
 """
 
@@ -174,8 +178,14 @@ def build_wordnet40(
     train_per_class: int = 40,
     test_per_class: int = 12,
     seed: int = 0,
+    evaluate_on: str = "test",
 ) -> dict:
-    """WordNet-40 Dataset dict (docs/architecture.md): modality "text", 40 classes, seeded per-class subsets."""
+    """WordNet-40 Dataset dict (docs/architecture.md): modality "text", 40 classes, seeded per-class subsets.
+
+    ``evaluate_on="validation"`` puts the validation split (module docstring) under the ``test`` key.
+    """
+    if evaluate_on not in ("test", "validation"):
+        raise ValueError(f"evaluate_on must be 'test' or 'validation', got {evaluate_on!r}")
     for name, value in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -203,8 +213,17 @@ def build_wordnet40(
         if (tr, te) != (train_per_class, test_per_class):
             reduced.append(cname)
         perm = np.random.default_rng([seed, cid]).permutation(len(texts))
-        test_text += [texts[i] for i in perm[:te]]
-        train_text += [texts[i] for i in perm[te:te + tr]]
+        held_out, train_idx = perm[:te], perm[te:te + tr]
+        if evaluate_on == "validation":
+            held_out = perm[te + tr:te + tr + te]
+            short = min(te - len(held_out), tr - 1)  # small class: borrow from the end of train, keep one
+            if short > 0:
+                held_out, train_idx = np.concatenate([held_out, train_idx[tr - short:]]), train_idx[:tr - short]
+            tr, te = len(train_idx), len(held_out)
+            if (tr, te) != (train_per_class, test_per_class) and cname not in reduced:
+                reduced.append(cname)
+        test_text += [texts[i] for i in held_out]
+        train_text += [texts[i] for i in train_idx]
         test_label += [cid] * te
         train_label += [cid] * tr
         n_train[cname], n_test[cname] = tr, te
@@ -214,11 +233,14 @@ def build_wordnet40(
         "source_files": {name: {"path": str(folder / name), "sha256": _sha256(folder / name)}
                          for name in DATA_FILES},
         "seed": seed,
+        "evaluated_split": evaluate_on,
         "train_per_class_requested": train_per_class,
         "test_per_class_requested": test_per_class,
         "text": "gloss up to the first ';' (definition without examples), stripped",
         "deduplication": "identical definitions within a class dropped (first in file order kept)",
-        "sampling": "per class: np.random.default_rng([seed, class_id]).permutation; first test, next train",
+        "sampling": "per class: np.random.default_rng([seed, class_id]).permutation; first test, next train"
+                    + ("; validation (under 'test'): the next n_test, shortfall from the end of train"
+                       if evaluate_on == "validation" else ""),
         "small_class_rule": "n < train+test: n_test = floor(n*test/(train+test) + 0.5) clipped to [1, n-1]",
         "reduced_classes": reduced,
         "synsets_per_class": synsets,

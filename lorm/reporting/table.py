@@ -76,6 +76,9 @@ def aggregate(runs: list[dict]) -> pd.DataFrame:
     table = table.sort_values(
         by=list(_GROUP), key=lambda col: col.map(lambda v, c=col.name: order[c].index(v)), kind="stable"
     ).reset_index(drop=True)
+    # the split the runs were evaluated on (dataset.evaluate_on); a validation sweep must not read as test results
+    table.attrs["evaluated_on"] = sorted({str(((run.get("config") or {}).get("dataset") or {}).get("evaluate_on")
+                                               or "test") for run in runs})
     return table
 
 
@@ -106,6 +109,9 @@ def to_markdown(table: pd.DataFrame) -> str:
         "(every exchange, both directions); training wall time per run.",
         "",
     ]
+    if table.attrs.get("evaluated_on", ["test"]) != ["test"]:
+        lines[1:1] = ["", f"**Evaluated on the {' and '.join(table.attrs['evaluated_on'])} split** "
+                          "(`dataset.evaluate_on`), not on the test split: these numbers choose hyperparameters."]
     columns: list[tuple[str, str]] = []  # (header, alignment)
     if len(experiments) > 1:
         columns.append(("Experiment", ":---"))

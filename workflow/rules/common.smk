@@ -265,8 +265,10 @@ def resolved_config(wildcards):
 
 def _what_data(dataset):
     """The dataset section without `root`: where the data lie is not what they are, so moving them (or
-    editing the placeholder root of config/paper/*.yaml) reruns nothing."""
-    return {key: value for key, value in dataset.items() if key != "root"}
+    editing the placeholder root of config/paper/*.yaml) reruns nothing. `evaluate_on: test` (the default) is
+    left out too, so results computed before the key existed stay valid."""
+    return {key: value for key, value in dataset.items()
+            if key != "root" and not (key == "evaluate_on" and value == "test")}
 
 
 def dataset_params(wildcards):
