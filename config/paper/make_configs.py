@@ -109,6 +109,7 @@ dataset:
   root: {root}                # EDIT THIS: folder with the official layout (relative to the working directory)
   train_per_class: 40         # unused for image data sets (the full official splits are used)
   test_per_class: 12          # unused for image data sets
+  evaluate_on: test           # every evaluation on the official test split
   seed: 0                     # seed of data-set splits that are not fixed by the distribution (e.g. 80/20)
   max_length: 32              # unused for image data sets
   image_size: 224             # ViT-B/16 input: images decoded and resized to 224 x 224 once
