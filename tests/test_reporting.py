@@ -239,6 +239,21 @@ def test_point_labels_never_overlap_each_other_or_markers():
     assert not any(box.overlaps(legend) for box in boxes.values())
 
 
+def test_long_legends_go_outside_the_axes():
+    from lorm.reporting.figures import LEGEND_INSIDE_MAX, _legend, _new_figure
+
+    for count, outside in ((3, False), (LEGEND_INSIDE_MAX + 1, True), (25, True)):
+        fig = _new_figure(6.5, 4.5)
+        ax = fig.add_subplot()
+        for k in range(count):
+            ax.plot([0, 1], [k, k + 1], label=f"method-{k}")
+        ax.legend()  # as seaborn draws one itself
+        _legend(ax, loc="best")
+        assert (ax.get_legend() is None) == outside and len(fig.legends) == int(outside), count
+        if outside:  # widened so the axes keep room; two columns above twice the limit
+            assert fig.get_size_inches()[0] > 6.5 and fig.legends[0]._ncols == (1 if count <= 16 else 2)
+
+
 def test_figures_per_beta(tmp_path):
     items = [_metrics(m, s, beta=b) for b in (0.5, 0.1) for m in ("lorm", "joint") for s in (0, 1)]
     paths = [_write(tmp_path / "runs", m) for m in items]

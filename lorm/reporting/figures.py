@@ -52,6 +52,7 @@ FORMATS = ("png", "pdf")
 DPI = 150
 HIGHLIGHT = "lorm"
 _ANNOTATE_MAX_TASKS = 10
+LEGEND_INSIDE_MAX = 8  # more legend entries than this go outside the axes
 _MARKERS = ("o", "s", "D", "^", "v", "P", "X", "<", ">", "p")
 
 
@@ -153,7 +154,19 @@ def _plain_log_ticks(ax) -> None:
 
 
 def _legend(ax, **kwargs) -> None:
-    legend = ax.legend(frameon=False, fontsize=8, **kwargs)
+    """The axes' legend inside it; with more than LEGEND_INSIDE_MAX entries (config/baselines.yaml draws 25
+    methods) outside on the right, the figure widened so that the axes keep their size."""
+    handles, labels = ax.get_legend_handles_labels()
+    if len(labels) > LEGEND_INSIDE_MAX:
+        fig = ax.get_figure()
+        ncol = 1 if len(labels) <= 2 * LEGEND_INSIDE_MAX else 2
+        width, height = fig.get_size_inches()
+        fig.set_size_inches(width + 2.4 * ncol, max(height, 0.2 * math.ceil(len(labels) / ncol) + 0.8))
+        if ax.get_legend() is not None:  # seaborn draws one inside by itself
+            ax.get_legend().remove()
+        legend = fig.legend(handles, labels, loc="outside right upper", ncol=ncol, frameon=False, fontsize=8)
+    else:
+        legend = ax.legend(frameon=False, fontsize=8, **kwargs)
     if legend is not None:
         _bold_highlight(legend.get_texts())
 
