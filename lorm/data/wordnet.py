@@ -210,8 +210,6 @@ def build_wordnet40(
                 f"(are data.noun and data.verb complete WordNet 3.0 files?)"
             )
         tr, te = _split_sizes(len(texts), train_per_class, test_per_class)
-        if (tr, te) != (train_per_class, test_per_class):
-            reduced.append(cname)
         perm = np.random.default_rng([seed, cid]).permutation(len(texts))
         held_out, train_idx = perm[:te], perm[te:te + tr]
         if evaluate_on == "validation":
@@ -220,8 +218,8 @@ def build_wordnet40(
             if short > 0:
                 held_out, train_idx = np.concatenate([held_out, train_idx[tr - short:]]), train_idx[:tr - short]
             tr, te = len(train_idx), len(held_out)
-            if (tr, te) != (train_per_class, test_per_class) and cname not in reduced:
-                reduced.append(cname)
+        if (tr, te) != (train_per_class, test_per_class):
+            reduced.append(cname)
         test_text += [texts[i] for i in held_out]
         train_text += [texts[i] for i in train_idx]
         test_label += [cid] * te
