@@ -61,8 +61,8 @@ def test_defaults_filled_nested():
                               "knots-ties", "knots-dare-ties"]
     assert cfg["method_params"] == {}
     assert cfg["dataset"] == {"name": "wordnet40", "root": None, "train_per_class": 40, "test_per_class": 12,
-                              "evaluate_on": "test", "seed": 0, "max_length": 32, "image_size": 32, "preprocessing": "intended",
-                              "cub_int8_wrap": False, "strict": True}
+                              "evaluate_on": "test", "seed": 0, "max_length": 32, "image_size": 32,
+                              "preprocessing": "intended", "cub_int8_wrap": False, "strict": True}
     assert cfg["fcil"]["rounds"] == 3 and cfg["fcil"]["betas"] == [0.5] and cfg["fcil"]["class_order"] == "natural"
     assert cfg["model"]["lora_rank"] == 4 and cfg["model"]["lora_targets"] is None
     assert cfg["optim"] == {"lr": 0.003, "lr_A": None, "lr_B": None, "weight_decay": 0.0}
